@@ -1,0 +1,35 @@
+#!/usr/bin/env python
+"""Take tasks from the work queue one at a time: RabbitMQ tutorial two, "Work Queues"."""
+
+import time
+
+from workqueue import cli, consumer
+
+
+def main() -> None:
+    parser = cli.parser(__doc__)
+    parser.add_argument("--prefetch", type=int, default=1,
+                        help="unacknowledged tasks the broker may give this worker at once; "
+                        "1 is fair dispatch, 0 means no limit (plain round robin)")
+    parser.add_argument("--sleep", type=float, metavar="SECONDS",
+                        help="work this long on every task, whatever its dots (the seed's worker-2sec is --sleep 2)")
+    parser.add_argument("--seconds-per-dot", type=float, default=1.0, metavar="S",
+                        help="seconds of work for each '.' in a task")
+    args = cli.parse(parser)
+
+    def declare(channel) -> None:  # on every (re)connection
+        channel.queue_declare(queue=args.queue, durable=True, arguments=cli.queue_arguments(args.queue_type))
+        print(" [*] Waiting for messages. To exit press CTRL+C")
+        channel.basic_qos(prefetch_count=args.prefetch)
+
+    def callback(ch, method, properties, body: bytes) -> None:  # runs off pika's I/O loop
+        print(f" [x] Received {body!r}" + (" (redelivered)" if method.redelivered else ""))
+        time.sleep(args.sleep if args.sleep is not None else body.count(b".") * args.seconds_per_dot)
+        print(" [x] Done")
+        ch.basic_ack(delivery_tag=method.delivery_tag)
+
+    consumer.consume(args.url, declare, args.queue, callback)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,77 @@
+"""Options, output and exits shared by new_task.py and worker.py."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
+QUEUE_TYPES = ("classic", "quorum")
+
+
+class Failure(Exception):
+    """Something the user can fix: printed as one ``error:`` line, then a non-zero exit."""
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the options both scripts take."""
+    p = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="environment: AMQP_URL is the broker URL when --url is not given.",
+    )
+    p.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help="broker URL: amqp://user:password@host:port/vhost, or amqps:// for TLS; "
+        "pika's URL options such as ?heartbeat=N are allowed "
+        f"(default: $AMQP_URL, else {DEFAULT_URL})",
+    )
+    p.add_argument("--queue", default="task_queue", help="the queue that holds the tasks")
+    p.add_argument(
+        "--queue-type",
+        choices=QUEUE_TYPES,
+        default="classic",
+        help="classic is the seed's queue; quorum is what the upstream tutorial declares today. "
+        "It must match how the queue was first declared",
+    )
+    return p
+
+
+def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the command line; the URL comes from --url, else $AMQP_URL, else the local broker."""
+    args = p.parse_args()
+    if "url" not in args:
+        args.url = os.environ.get("AMQP_URL") or DEFAULT_URL
+    return args
+
+
+def queue_arguments(queue_type: str) -> dict[str, str] | None:
+    """The x-arguments of queue_declare for a queue type (none for classic, as in the seed)."""
+    return {"x-queue-type": "quorum"} if queue_type == "quorum" else None
+
+
+def warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(main: Callable[[], int | None]) -> NoReturn:
+    """Run a script's main(): output flushed line by line, no tracebacks for what users cause."""
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    try:
+        code = main() or 0
+    except Failure as exc:
+        warn(f"error: {exc}")
+        code = 1
+    except KeyboardInterrupt:
+        code = 130  # Ctrl+C: stop at once, as a shell expects
+    except BrokenPipeError:
+        code = 1
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    os._exit(code)  # nothing left to wait for; a task thread may still be sleeping
