@@ -8,12 +8,12 @@ from workqueue import cli, consumer
 
 def main() -> None:
     parser = cli.parser(__doc__)
-    parser.add_argument("--prefetch", type=int, default=1,
+    parser.add_argument("--prefetch", type=cli.prefetch_count, default=1,
                         help="unacknowledged tasks the broker may give this worker at once; "
                         "1 is fair dispatch, 0 means no limit (plain round robin)")
-    parser.add_argument("--sleep", type=float, metavar="SECONDS",
+    parser.add_argument("--sleep", type=cli.seconds, metavar="SECONDS",
                         help="work this long on every task, whatever its dots (the seed's worker-2sec is --sleep 2)")
-    parser.add_argument("--seconds-per-dot", type=float, default=1.0, metavar="S",
+    parser.add_argument("--seconds-per-dot", type=cli.seconds, default=1.0, metavar="S",
                         help="seconds of work for each '.' in a task")
     args = cli.parse(parser)
 

@@ -16,11 +16,49 @@ class Failure(Exception):
     """Something the user can fix: printed as one ``error:`` line, then a non-zero exit."""
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Show each option's default, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """A usage error is one line too, like every other error."""
+        warn(f"error: {message} (see {self.prog} --help)")
+        sys.exit(2)
+
+
+def prefetch_count(text: str) -> int:
+    """argparse type: 0 to 65535, what AMQP's prefetch count can hold."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 65535, got {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """argparse type: a time in seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, got {text!r}")
+    return value
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options both scripts take."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
         epilog="environment: AMQP_URL is the broker URL when --url is not given.",
     )
     p.add_argument(
@@ -28,7 +66,7 @@ def parser(description: str) -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="broker URL: amqp://user:password@host:port/vhost, or amqps:// for TLS; "
         "pika's URL options such as ?heartbeat=N are allowed "
-        f"(default: $AMQP_URL, else {DEFAULT_URL})",
+        f"(default: $AMQP_URL, else {DEFAULT_URL.replace('%', '%%')})",
     )
     p.add_argument("--queue", default="task_queue", help="the queue that holds the tasks")
     p.add_argument(

@@ -203,7 +203,11 @@ class _Publisher:
         method = frame.method
         if isinstance(method, Basic.Nack):
             self._report()
-            self._close(f"the broker could not store message {method.delivery_tag} (nack); {self.progress()}")
+            index = method.delivery_tag - self.confirmed - 1
+            what = repr(self.unconfirmed[index]) if 0 <= index < len(self.unconfirmed) else ""
+            text = (f"the broker refused to store message {method.delivery_tag} {what} (a nack: is the queue "
+                    "full, with a max-length policy, or the broker short of memory or disk?)")
+            self._close(f"{text}; {self.progress()}" if self.published > 1 else text)
             return
         if method.multiple:
             self.acked_upto = max(self.acked_upto, method.delivery_tag)

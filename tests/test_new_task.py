@@ -1,0 +1,81 @@
+"""new_task.py: the tutorial's producer, and what "Sent" promises."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import URL, drain, rabbitmqctl, run_new_task
+
+
+def test_sent_line_prints_the_message_repr(queue_name):
+    result = run_new_task("--queue", queue_name, "First", "message.")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == " [x] Sent 'First message.'\n"
+    assert result.stderr == ""
+    assert [body for body, _, _ in drain(queue_name)] == [b"First message."]
+
+
+def test_default_message_is_hello_world(queue_name):
+    result = run_new_task("--queue", queue_name)
+    assert result.stdout == " [x] Sent 'Hello World!'\n"
+    assert [body for body, _, _ in drain(queue_name)] == [b"Hello World!"]
+
+
+def test_message_durability_queue_is_durable_and_message_persistent(queue_name):
+    assert run_new_task("--queue", queue_name, "durable task").returncode == 0
+    listing = rabbitmqctl("list_queues", "-q", "--no-table-headers", "name", "durable")
+    assert f"{queue_name}\ttrue" in listing.splitlines()
+    [(body, props, redelivered)] = drain(queue_name)
+    assert body == b"durable task"
+    assert props.delivery_mode == 2  # persistent
+    assert not redelivered
+
+
+def test_quorum_queue_type_declares_a_quorum_queue(queue_name):
+    assert run_new_task("--queue", queue_name, "--queue-type", "quorum", "q").returncode == 0
+    listing = rabbitmqctl("list_queues", "-q", "--no-table-headers", "name", "type")
+    assert f"{queue_name}\tquorum" in listing.splitlines()
+
+
+def test_url_comes_from_amqp_url_environment(queue_name):
+    result = run_new_task("--queue", queue_name, "via env", url=URL)
+    assert result.returncode == 0
+    bad = run_new_task("--queue", queue_name, "x", url="amqp://guest:guest@127.0.0.1:1/%2F")
+    assert bad.returncode == 1 and "127.0.0.1:1" in bad.stderr
+
+
+def test_stdin_sends_each_line_once_in_order(queue_name):
+    lines = [f"task {i}{'.' * (i % 3)}" for i in range(3000)]
+    result = run_new_task("--queue", queue_name, "--stdin", stdin="\n".join(lines) + "\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f" [x] Sent {line!r}" for line in lines]
+    got = drain(queue_name)
+    assert [body.decode() for body, _, _ in got] == lines
+    assert all(props.delivery_mode == 2 for _, props, _ in got)
+
+
+def test_stdin_with_no_lines_sends_nothing(queue_name):
+    result = run_new_task("--queue", queue_name, "--stdin", stdin="")
+    assert result.returncode == 0 and result.stdout == ""
+
+
+def test_sent_means_confirmed_a_refused_message_is_an_error(queue_name):
+    # A policy (not a queue argument, so the script's declare still matches) lets the queue hold one
+    # message and refuse more: the broker then nacks the publish, and no "Sent" may be printed.
+    policy = queue_name + ".policy"
+    rabbitmqctl("set_policy", policy, f"^{re.escape(queue_name)}$",
+                '{"max-length": 1, "overflow": "reject-publish"}', "--apply-to", "queues")
+    try:
+        first = run_new_task("--queue", queue_name, "fits")
+        second = run_new_task("--queue", queue_name, "does not fit")
+        batch = run_new_task("--queue", queue_name, "--stdin", stdin="a\nb\n")
+    finally:
+        rabbitmqctl("clear_policy", policy)
+    assert first.returncode == 0 and first.stdout == " [x] Sent 'fits'\n"
+    assert second.returncode == 1
+    assert second.stdout == ""
+    assert second.stderr.startswith("error: the broker refused to store message 1 'does not fit' (a nack")
+    assert len(second.stderr.splitlines()) == 1
+    assert batch.returncode == 1 and batch.stdout == ""
+    assert "0 messages confirmed, 2 not confirmed" in batch.stderr
+    assert [body for body, _, _ in drain(queue_name)] == [b"fits"]

@@ -1,0 +1,213 @@
+"""The tutorial's promises under faults: a killed worker, a restarted or crashed broker, long tasks,
+signals. Broker faults happen on a private node, never on the shared broker."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from conftest import (
+    ROOT,
+    URL,
+    Worker,
+    drain,
+    queue_counts,
+    run_new_task,
+    script_env,
+)
+
+
+def test_message_acknowledgment_a_killed_workers_task_is_redelivered_to_another(queue_name, workers):
+    first = Worker("--queue", queue_name, "--seconds-per-dot", "1")
+    workers.append(first)
+    first.wait_for("Waiting for messages")
+    run_new_task("--queue", queue_name, "interrupted.....")
+    first.wait_for("Received")
+    first.proc.kill()  # SIGKILL mid-task: no ack was sent
+    first.wait()
+    second = Worker("--queue", queue_name, "--seconds-per-dot", "0.01")
+    workers.append(second)
+    second.wait_for(" [x] Done")
+    assert " [x] Received b'interrupted.....' (redelivered)" in second.lines
+    assert second.done() == ["interrupted....."]
+    assert queue_counts(queue_name) == (0, 0)
+
+
+def test_long_task_outlasts_heartbeats_and_is_acked_once(queue_name, workers):
+    # Two-second heartbeats and an eight-second task: the connection's thread keeps answering
+    # heartbeats while the task thread works, so the task is done once and acked.
+    url = URL + ("&" if "?" in URL else "?") + "heartbeat=2"
+    w = Worker("--queue", queue_name, "--seconds-per-dot", "1", url=url)
+    workers.append(w)
+    w.wait_for("Waiting for messages")
+    run_new_task("--queue", queue_name, "eight........")
+    w.wait_for(" [x] Done", timeout=40)
+    time.sleep(3)  # more than a heartbeat interval after the task
+    assert w.done() == ["eight........"]
+    assert w.count("Received") == 1
+    assert w.errors == []
+    assert queue_counts(queue_name) == (0, 0)
+    assert w.proc.poll() is None
+    run_new_task("--queue", queue_name, "still connected")
+    w.wait_for(" [x] Done", count=2)
+
+
+def test_ctrl_c_stops_at_once_and_the_running_task_goes_back(queue_name, workers):
+    w = Worker("--queue", queue_name, "--seconds-per-dot", "1")
+    workers.append(w)
+    w.wait_for("Waiting for messages")
+    run_new_task("--queue", queue_name, "long..........")
+    w.wait_for("Received")
+    started = time.monotonic()
+    w.signal(signal.SIGINT)
+    assert w.wait(10) == 130
+    assert time.monotonic() - started < 5  # at once, not after the ten-second task
+    time.sleep(0.5)
+    assert "Traceback" not in "\n".join(w.errors)
+    assert w.count("Done") == 0
+    assert [(body, redelivered) for body, _, redelivered in drain(queue_name)] == [(b"long..........", True)]
+
+
+def test_sigterm_finishes_the_running_task_acks_it_and_exits_0(queue_name, workers):
+    w = Worker("--queue", queue_name, "--seconds-per-dot", "0.5")
+    workers.append(w)
+    w.wait_for("Waiting for messages")
+    run_new_task("--queue", queue_name, "first....")
+    run_new_task("--queue", queue_name, "second")
+    w.wait_for("Received")
+    w.signal(signal.SIGTERM)
+    assert w.wait(20) == 0
+    assert w.done() == ["first...."]  # finished the running task, took no other
+    assert w.errors == []
+    assert [body for body, _, _ in drain(queue_name)] == [b"second"]
+
+
+def test_a_second_signal_stops_at_once(queue_name, workers):
+    w = Worker("--queue", queue_name, "--seconds-per-dot", "1")
+    workers.append(w)
+    w.wait_for("Waiting for messages")
+    run_new_task("--queue", queue_name, "long..........")
+    w.wait_for("Received")
+    w.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert w.proc.poll() is None  # still finishing the task
+    w.signal(signal.SIGTERM)
+    assert w.wait(5) != 0
+    assert "Traceback" not in "\n".join(w.errors)
+    assert [(body, redelivered) for body, _, redelivered in drain(queue_name)] == [(b"long..........", True)]
+
+
+def test_sigterm_while_idle_exits_0(queue_name, workers):
+    w = Worker("--queue", queue_name)
+    workers.append(w)
+    w.wait_for("Waiting for messages")
+    w.signal(signal.SIGTERM)
+    assert w.wait(10) == 0
+    assert w.errors == []
+
+
+def fill(queue: str, count: int, url: str, prefix: str = "task") -> list[str]:
+    """Publish tasks with new_task.py --stdin: with confirms, so that a broker crash keeps them."""
+    bodies = [f"{prefix}{i}" for i in range(count)]
+    result = run_new_task("--queue", queue, "--stdin", stdin="\n".join(bodies) + "\n", url=url)
+    assert result.returncode == 0, result.stderr
+    return bodies
+
+
+def test_worker_rides_out_a_graceful_broker_restart(private_broker, private_queue, workers):
+    bodies = fill(private_queue, 20, private_broker.url)
+    w = Worker("--queue", private_queue, "--sleep", "0.25", url=private_broker.url)
+    workers.append(w)
+    w.wait_for(" [x] Done", count=5)
+    private_broker.restart()
+    w.wait_for("reconnecting", errors=True)
+    deadline = time.monotonic() + 60
+    while set(w.done()) != set(bodies) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert set(w.done()) == set(bodies)
+    time.sleep(0.5)
+    assert queue_counts(private_queue, node=private_broker) == (0, 0)
+    assert w.proc.poll() is None
+    assert len(w.errors) == 1 and w.errors[0].startswith("warning: lost the connection to the broker at localhost:")
+
+
+def test_worker_rides_out_a_broker_crash(private_broker, private_queue, workers):
+    bodies = fill(private_queue, 20, private_broker.url, prefix="crash")
+    w = Worker("--queue", private_queue, "--sleep", "0.25", url=private_broker.url)
+    workers.append(w)
+    w.wait_for(" [x] Done", count=5)
+    private_broker.kill()
+    w.wait_for("reconnecting", errors=True)
+    time.sleep(1)  # the worker retries against a dead port meanwhile
+    private_broker.start()
+    deadline = time.monotonic() + 90
+    while set(w.done()) != set(bodies) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert set(w.done()) == set(bodies)
+    time.sleep(0.5)
+    assert queue_counts(private_queue, node=private_broker) == (0, 0)
+    assert w.proc.poll() is None
+    assert "Traceback" not in "\n".join(w.errors)
+
+
+def test_message_durability_tasks_survive_a_broker_restart(private_broker, private_queue):
+    assert run_new_task("--queue", private_queue, "kept", url=private_broker.url).returncode == 0
+    private_broker.restart()
+    [(body, props, _)] = drain(private_queue, private_broker.url)
+    assert body == b"kept" and props.delivery_mode == 2
+
+
+def test_every_message_printed_as_sent_survives_a_broker_crash(private_broker, private_queue):
+    # The seed's shell loop, with the broker SIGKILLed while it runs: whatever was printed as Sent
+    # was confirmed, so it is in the queue after the restart; the rest failed with an error line.
+    env = {**script_env(private_broker.url), "PY": sys.executable, "Q": private_queue}
+    loop = subprocess.Popen(["bash", "-c", 'for i in $(seq 200); do "$PY" new_task.py --queue "$Q" $i; done'],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    private_broker.kill()
+    out, err = loop.communicate(timeout=300)
+    private_broker.start()
+    sent = [line.removeprefix(" [x] Sent '").removesuffix("'") for line in out.splitlines()]
+    assert 5 < len(sent) < 200
+    stored = [body.decode() for body, _, _ in drain(private_queue, private_broker.url)]
+    assert set(sent) <= set(stored)
+    assert all(line.startswith("error: ") for line in err.splitlines())
+    assert "Traceback" not in err
+
+
+def test_stdin_batch_reports_what_was_confirmed_when_the_broker_crashes(private_broker, private_queue):
+    total = 300_000
+    proc = subprocess.Popen([sys.executable, "new_task.py", "--queue", private_queue, "--stdin"], cwd=ROOT,
+                            env=script_env(private_broker.url), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen = []
+
+    def feed() -> None:
+        try:
+            for i in range(total):
+                proc.stdin.write(f"m{i}\n")
+            proc.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    threading.Thread(target=feed, daemon=True).start()
+    for line in proc.stdout:
+        seen.append(line)
+        if len(seen) == 20_000:
+            private_broker.kill()
+            break
+    rest, err = proc.communicate(timeout=60)
+    private_broker.start()
+    sent = [line.strip().removeprefix("[x] Sent '").removesuffix("'") for line in seen + rest.splitlines()]
+    assert proc.returncode == 1
+    assert 20_000 <= len(sent) < total
+    assert sent == [f"m{i}" for i in range(len(sent))]  # in order, a prefix of the input
+    [line] = err.splitlines()
+    assert line.startswith("error: ") and f"{len(sent)} messages confirmed" in line
+    assert f"from message {len(sent) + 1} on" in line
+    stored = {body.decode() for body, _, _ in drain(private_queue, private_broker.url)}
+    assert set(sent) <= stored
+
