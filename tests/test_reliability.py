@@ -199,9 +199,11 @@ def test_stdin_batch_reports_what_was_confirmed_when_the_broker_crashes(private_
         if len(seen) == 20_000:
             private_broker.kill()
             break
-    rest, err = proc.communicate(timeout=60)
+    seen += proc.stdout.readlines()  # the same buffered reader: nothing read ahead is lost
+    err = proc.stderr.read()
+    proc.wait(60)
     private_broker.start()
-    sent = [line.strip().removeprefix("[x] Sent '").removesuffix("'") for line in seen + rest.splitlines()]
+    sent = [line.strip().removeprefix("[x] Sent '").removesuffix("'") for line in seen]
     assert proc.returncode == 1
     assert 20_000 <= len(sent) < total
     assert sent == [f"m{i}" for i in range(len(sent))]  # in order, a prefix of the input

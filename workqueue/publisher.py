@@ -58,7 +58,8 @@ class _Source:
         self._stopped = False
         self._scheduled = threading.Event()
         self._thread: threading.Thread | None = None
-        if isinstance(messages, (list, tuple)):
+        self.streamed = not isinstance(messages, (list, tuple))  # a batch: report progress on failure
+        if not self.streamed:
             self.ready.extend(messages)
             self.ended = True
         else:
@@ -195,7 +196,7 @@ class _Publisher:
 
     def _failed(self, reason: BaseException) -> str:
         text = broker.explain(reason, self.params)
-        return f"{text}; {self.progress()}" if self.published > 1 or self.confirmed else text
+        return f"{text}; {self.progress()}" if self.source.streamed and self.published else text
 
     # confirms and returns
 
@@ -207,7 +208,7 @@ class _Publisher:
             what = repr(self.unconfirmed[index]) if 0 <= index < len(self.unconfirmed) else ""
             text = (f"the broker refused to store message {method.delivery_tag} {what} (a nack: is the queue "
                     "full, with a max-length policy, or the broker short of memory or disk?)")
-            self._close(f"{text}; {self.progress()}" if self.published > 1 else text)
+            self._close(f"{text}; {self.progress()}" if self.source.streamed else text)
             return
         if method.multiple:
             self.acked_upto = max(self.acked_upto, method.delivery_tag)
