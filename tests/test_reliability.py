@@ -13,6 +13,7 @@ from conftest import (
     ROOT,
     URL,
     Worker,
+    delete_queue,
     drain,
     queue_counts,
     run_new_task,
@@ -107,6 +108,20 @@ def test_sigterm_while_idle_exits_0(queue_name, workers):
     w.signal(signal.SIGTERM)
     assert w.wait(10) == 0
     assert w.errors == []
+
+
+def test_worker_declares_the_queue_again_if_it_is_deleted(queue_name, workers):
+    w = Worker("--queue", queue_name, "--seconds-per-dot", "0")
+    workers.append(w)
+    w.wait_for("Waiting for messages")
+    delete_queue(queue_name)
+    w.wait_for("declaring it again", errors=True)
+    w.wait_for("Waiting for messages", count=2)
+    run_new_task("--queue", queue_name, "after the delete")
+    w.wait_for(" [x] Done")
+    assert w.done() == ["after the delete"]
+    assert w.errors == [f"warning: the broker stopped this worker's consumer (was queue {queue_name!r} deleted?); "
+                        "declaring it again"]
 
 
 def fill(queue: str, count: int, url: str, prefix: str = "task") -> list[str]:

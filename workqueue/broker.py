@@ -128,6 +128,9 @@ def _channel_closed(exc: px.ChannelClosedByBroker, queue: str) -> str:
     if "larger than configured max size" in text:
         return (f"the broker refused a message as too large ({text.split(' - ', 1)[-1]}): "
                 "send smaller tasks, or raise max_message_size in rabbitmq.conf")
+    if "acknowledgement" in text and "timed out" in text:
+        return (f"the broker took back a task this worker held unacknowledged for longer than its "
+                f"consumer_timeout ({text}); for tasks that long, raise consumer_timeout in rabbitmq.conf")
     if exc.reply_code == 404:
         return f"the broker has no queue {queue!r} ({text}): start the producer or a worker once to declare it"
     if exc.reply_code == 403:

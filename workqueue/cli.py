@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -54,6 +55,13 @@ def seconds(text: str) -> float:
     return value
 
 
+def queue_name(text: str) -> str:
+    """argparse type: a queue name (an empty one would ask the broker to make one up)."""
+    if not text or len(text.encode()) > 255:
+        raise argparse.ArgumentTypeError("expected a queue name of 1 to 255 bytes")
+    return text
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options both scripts take."""
     p = _Parser(
@@ -68,7 +76,7 @@ def parser(description: str) -> argparse.ArgumentParser:
         "pika's URL options such as ?heartbeat=N are allowed "
         f"(default: $AMQP_URL, else {DEFAULT_URL.replace('%', '%%')})",
     )
-    p.add_argument("--queue", default="task_queue", help="the queue that holds the tasks")
+    p.add_argument("--queue", type=queue_name, default="task_queue", help="the queue that holds the tasks")
     p.add_argument(
         "--queue-type",
         choices=QUEUE_TYPES,
@@ -99,6 +107,7 @@ def warn(message: str) -> None:
 def run(main: Callable[[], int | None]) -> NoReturn:
     """Run a script's main(): output flushed line by line, no tracebacks for what users cause."""
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl+C works even where a shell ignored it (`&`)
     try:
         code = main() or 0
     except Failure as exc:

@@ -35,9 +35,8 @@ from workqueue.cli import Failure, warn
 
 Callback = Callable[[Any, Any, Any, bytes], None]  # (ch, method, properties, body), as in the tutorial
 
-# Errors after which a new connection may work: the broker restarted, the network broke,
-# the broker cancelled the consumer (queue deleted) or timed out an unacked delivery.
-RECOVERABLE = (px.AMQPConnectionError, px.ChannelClosedByBroker, px.ConsumerCancelled, OSError)
+# Errors after which a new connection may work: the broker restarted, the network broke.
+RECOVERABLE = (px.AMQPConnectionError, OSError)
 # Errors that no retry will mend.
 FATAL = (px.ProbableAuthenticationError, px.AuthenticationError, px.ProbableAccessDeniedError)
 
@@ -99,7 +98,6 @@ class Worker:
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_sigterm)
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # even where a shell ignores it for `&` jobs
         _one_cpu()
         try:
             connection = pika.BlockingConnection(self.params)
@@ -114,6 +112,9 @@ class Worker:
                 raise Failure(broker.explain(exc, self.params, self.queue)) from None
             except px.ChannelClosedByBroker as exc:  # e.g. the broker's consumer timeout
                 warn(f"warning: {broker.explain(exc, self.params, self.queue)}; reconnecting")
+            except px.ConsumerCancelled:
+                warn(f"warning: the broker stopped this worker's consumer (was queue {self.queue!r} deleted?); "
+                     "declaring it again")
             except RECOVERABLE as exc:
                 warn(f"warning: lost the connection to the broker at {broker.where(self.params)} "
                      f"({_reason(exc)}); reconnecting")
@@ -193,7 +194,6 @@ class Worker:
         if self.stopping:
             raise KeyboardInterrupt  # a second signal: stop at once
         self.stopping = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _pause(self, seconds: float) -> bool:
         """Wait before reconnecting, with jitter so that many workers do not knock at once.

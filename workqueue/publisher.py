@@ -39,7 +39,9 @@ def publish(
     try:
         job.run()
     except KeyboardInterrupt:
-        raise Failure(f"interrupted: {job.progress()}") from None
+        if source.streamed:  # say where to resume; a single message simply was not "Sent"
+            raise Failure(f"interrupted: {job.progress()}") from None
+        raise
     finally:
         source.stop()
     if job.error:
