@@ -105,3 +105,21 @@ def test_help_names_every_option_with_its_default_and_amqp_url(script):
         assert "--prefetch" in text and "default: 1" in text and "--sleep" in text and "--seconds-per-dot" in text
     else:
         assert "--stdin" in text and "Hello World!" in text
+
+
+def test_input_that_is_not_utf8_is_an_error_after_what_came_before(queue_name):
+    result = subprocess.run([sys.executable, str(ROOT / "new_task.py"), "--queue", queue_name, "--stdin"],
+                            input=b"first\n\xff\xfe\nthird\n", capture_output=True, env=script_env(), cwd=ROOT,
+                            timeout=60)
+    assert result.returncode == 1
+    assert result.stdout == b" [x] Sent 'first'\n"
+    assert result.stderr.decode() == ("error: input line 2 is not UTF-8 text; it and the lines after it were not "
+                                      "sent; 1 message confirmed\n")
+    single = subprocess.run([sys.executable, str(ROOT / "new_task.py"), "--queue", queue_name, b"\xff"],
+                            capture_output=True, env=script_env(), cwd=ROOT, timeout=60)
+    assert single.returncode == 1 and single.stderr == b"error: the message is not UTF-8 text\n"
+
+
+def test_empty_queue_name_is_a_usage_error():
+    result = run_new_task("--queue", "", "x")
+    assert result.returncode == 2 and result.stderr.startswith("error: argument --queue: expected a queue name")

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pika
-import pika.exceptions as px
 from pika.spec import Basic
 
 from workqueue import broker
@@ -55,6 +54,7 @@ class _Source:
     def __init__(self, messages: Iterable[str], window: int) -> None:
         self.ready: collections.deque[str] = collections.deque()
         self.ended = False
+        self.failure = ""  # why reading stopped early, if it did
         self.wake: Callable[[], None] = lambda: None
         self._room = threading.Semaphore(window)
         self._stopped = False
@@ -62,6 +62,9 @@ class _Source:
         self._thread: threading.Thread | None = None
         self.streamed = not isinstance(messages, (list, tuple))  # a batch: report progress on failure
         if not self.streamed:
+            for message in messages:
+                if not _is_text(message):
+                    raise Failure("the message is not UTF-8 text")
             self.ready.extend(messages)
             self.ended = True
         else:
@@ -90,22 +93,40 @@ class _Source:
         self._room.release()
 
     def _read(self, messages: Iterator[str]) -> None:
+        count = 0
         try:
             for message in messages:
+                if not _is_text(message):
+                    raise UnicodeError  # undecodable bytes, kept by Python as surrogates
                 self._room.acquire()  # read no more than a window ahead of the confirms
                 if self._stopped:
                     return
                 self.ready.append(message)
+                count += 1
                 if not self._scheduled.is_set():
                     self._scheduled.set()
-                    self.wake()
-        except (OSError, UnicodeDecodeError, px.ConnectionWrongStateError):
-            pass
+                    self._wake()
+        except UnicodeError:
+            self.failure = f"input line {count + 1} is not UTF-8 text; it and the lines after it were not sent"
+        except OSError as exc:
+            self.failure = (f"could not read input line {count + 1} ({exc.strerror or exc}); it and the lines "
+                            "after it were not sent")
         self.ended = True
+        self._wake()
+
+    def _wake(self) -> None:
         try:
             self.wake()
-        except px.ConnectionWrongStateError:
+        except Exception:  # the connection is closed already: nobody is left to wake
             pass
+
+
+def _is_text(message: str) -> bool:
+    try:
+        message.encode()
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 class _Publisher:
@@ -176,7 +197,7 @@ class _Publisher:
             self.published += 1
             self.unconfirmed.append(message)
         if self.source.ended and not self.source.ready and not self.unconfirmed:
-            self._close()
+            self._close(self.source.failure and f"{self.source.failure}; {self.progress()}")
 
     def _close(self, error: str | None = None) -> None:
         if error and not self.error:
