@@ -110,10 +110,29 @@ class Worker:
             self.proc.wait(10)
 
 
+class Workers(list):
+    """The workers a test started; killed after it."""
+
+    def start(self, *args: str, url: str = URL) -> Worker:
+        """worker.py with these arguments, once it waits for messages."""
+        w = Worker(*args, url=url)
+        self.append(w)
+        w.wait_for("Waiting for messages")
+        return w
+
+    def until_done(self, bodies: list[str], timeout: float = 60) -> list[str]:
+        """Wait until these tasks were all done, by any of the workers; what was done, in all."""
+        deadline = time.monotonic() + timeout
+        while True:
+            done = [body for w in self for body in w.done()]
+            if set(bodies) <= set(done) or time.monotonic() > deadline:
+                return done
+            time.sleep(0.1)
+
+
 @pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    """Start workers with ``workers.append(Worker(...))``; they are killed after the test."""
-    started: list[Worker] = []
+def workers() -> Iterator[Workers]:
+    started = Workers()
     yield started
     for w in started:
         w.stop()

@@ -12,7 +12,9 @@ import time
 from conftest import (
     ROOT,
     URL,
+    PrivateBroker,
     Worker,
+    Workers,
     delete_queue,
     drain,
     queue_counts,
@@ -22,15 +24,12 @@ from conftest import (
 
 
 def test_message_acknowledgment_a_killed_workers_task_is_redelivered_to_another(queue_name, workers):
-    first = Worker("--queue", queue_name, "--seconds-per-dot", "1")
-    workers.append(first)
-    first.wait_for("Waiting for messages")
+    first = workers.start("--queue", queue_name, "--seconds-per-dot", "1")
     run_new_task("--queue", queue_name, "interrupted.....")
     first.wait_for("Received")
     first.proc.kill()  # SIGKILL mid-task: no ack was sent
     first.wait()
-    second = Worker("--queue", queue_name, "--seconds-per-dot", "0.01")
-    workers.append(second)
+    second = workers.start("--queue", queue_name, "--seconds-per-dot", "0.01")
     second.wait_for(" [x] Done")
     assert " [x] Received b'interrupted.....' (redelivered)" in second.lines
     assert second.done() == ["interrupted....."]
@@ -41,9 +40,7 @@ def test_long_task_outlasts_heartbeats_and_is_acked_once(queue_name, workers):
     # Two-second heartbeats and an eight-second task: the connection's thread keeps answering
     # heartbeats while the task thread works, so the task is done once and acked.
     url = URL + ("&" if "?" in URL else "?") + "heartbeat=2"
-    w = Worker("--queue", queue_name, "--seconds-per-dot", "1", url=url)
-    workers.append(w)
-    w.wait_for("Waiting for messages")
+    w = workers.start("--queue", queue_name, "--seconds-per-dot", "1", url=url)
     run_new_task("--queue", queue_name, "eight........")
     w.wait_for(" [x] Done", timeout=40)
     time.sleep(3)  # more than a heartbeat interval after the task
@@ -57,9 +54,7 @@ def test_long_task_outlasts_heartbeats_and_is_acked_once(queue_name, workers):
 
 
 def test_ctrl_c_stops_at_once_and_the_running_task_goes_back(queue_name, workers):
-    w = Worker("--queue", queue_name, "--seconds-per-dot", "1")
-    workers.append(w)
-    w.wait_for("Waiting for messages")
+    w = workers.start("--queue", queue_name, "--seconds-per-dot", "1")
     run_new_task("--queue", queue_name, "long..........")
     w.wait_for("Received")
     started = time.monotonic()
@@ -73,9 +68,7 @@ def test_ctrl_c_stops_at_once_and_the_running_task_goes_back(queue_name, workers
 
 
 def test_sigterm_finishes_the_running_task_acks_it_and_exits_0(queue_name, workers):
-    w = Worker("--queue", queue_name, "--seconds-per-dot", "0.5")
-    workers.append(w)
-    w.wait_for("Waiting for messages")
+    w = workers.start("--queue", queue_name, "--seconds-per-dot", "0.5")
     run_new_task("--queue", queue_name, "first....")
     run_new_task("--queue", queue_name, "second")
     w.wait_for("Received")
@@ -87,9 +80,7 @@ def test_sigterm_finishes_the_running_task_acks_it_and_exits_0(queue_name, worke
 
 
 def test_a_second_signal_stops_at_once(queue_name, workers):
-    w = Worker("--queue", queue_name, "--seconds-per-dot", "1")
-    workers.append(w)
-    w.wait_for("Waiting for messages")
+    w = workers.start("--queue", queue_name, "--seconds-per-dot", "1")
     run_new_task("--queue", queue_name, "long..........")
     w.wait_for("Received")
     w.signal(signal.SIGTERM)
@@ -102,18 +93,14 @@ def test_a_second_signal_stops_at_once(queue_name, workers):
 
 
 def test_sigterm_while_idle_exits_0(queue_name, workers):
-    w = Worker("--queue", queue_name)
-    workers.append(w)
-    w.wait_for("Waiting for messages")
+    w = workers.start("--queue", queue_name)
     w.signal(signal.SIGTERM)
     assert w.wait(10) == 0
     assert w.errors == []
 
 
 def test_worker_declares_the_queue_again_if_it_is_deleted(queue_name, workers):
-    w = Worker("--queue", queue_name, "--seconds-per-dot", "0")
-    workers.append(w)
-    w.wait_for("Waiting for messages")
+    w = workers.start("--queue", queue_name, "--seconds-per-dot", "0")
     delete_queue(queue_name)
     w.wait_for("declaring it again", errors=True)
     w.wait_for("Waiting for messages", count=2)
@@ -132,39 +119,33 @@ def fill(queue: str, count: int, url: str, prefix: str = "task") -> list[str]:
     return bodies
 
 
+def assert_all_done_and_still_running(workers: Workers, w: Worker, bodies: list[str], node: PrivateBroker,
+                                      queue: str) -> None:
+    assert set(workers.until_done(bodies, timeout=90)) == set(bodies)
+    time.sleep(0.5)
+    assert queue_counts(queue, node=node) == (0, 0)
+    assert w.proc.poll() is None
+
+
 def test_worker_rides_out_a_graceful_broker_restart(private_broker, private_queue, workers):
     bodies = fill(private_queue, 20, private_broker.url)
-    w = Worker("--queue", private_queue, "--sleep", "0.25", url=private_broker.url)
-    workers.append(w)
+    w = workers.start("--queue", private_queue, "--sleep", "0.25", url=private_broker.url)
     w.wait_for(" [x] Done", count=5)
     private_broker.restart()
     w.wait_for("reconnecting", errors=True)
-    deadline = time.monotonic() + 60
-    while set(w.done()) != set(bodies) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert set(w.done()) == set(bodies)
-    time.sleep(0.5)
-    assert queue_counts(private_queue, node=private_broker) == (0, 0)
-    assert w.proc.poll() is None
+    assert_all_done_and_still_running(workers, w, bodies, private_broker, private_queue)
     assert len(w.errors) == 1 and w.errors[0].startswith("warning: lost the connection to the broker at localhost:")
 
 
 def test_worker_rides_out_a_broker_crash(private_broker, private_queue, workers):
     bodies = fill(private_queue, 20, private_broker.url, prefix="crash")
-    w = Worker("--queue", private_queue, "--sleep", "0.25", url=private_broker.url)
-    workers.append(w)
+    w = workers.start("--queue", private_queue, "--sleep", "0.25", url=private_broker.url)
     w.wait_for(" [x] Done", count=5)
     private_broker.kill()
     w.wait_for("reconnecting", errors=True)
     time.sleep(1)  # the worker retries against a dead port meanwhile
     private_broker.start()
-    deadline = time.monotonic() + 90
-    while set(w.done()) != set(bodies) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert set(w.done()) == set(bodies)
-    time.sleep(0.5)
-    assert queue_counts(private_queue, node=private_broker) == (0, 0)
-    assert w.proc.poll() is None
+    assert_all_done_and_still_running(workers, w, bodies, private_broker, private_queue)
     assert "Traceback" not in "\n".join(w.errors)
 
 

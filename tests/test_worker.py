@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
-from conftest import ROOT, Worker, queue_counts, rabbitmqctl, run_new_task, script_env
+from conftest import ROOT, Worker, Workers, queue_counts, rabbitmqctl, run_new_task, script_env
 
 
 def test_worker_prints_the_tutorials_lines(queue_name, workers):
@@ -24,9 +23,7 @@ def test_worker_prints_the_tutorials_lines(queue_name, workers):
 
 
 def test_worker_sleeps_one_unit_per_dot(queue_name, workers):
-    w = Worker("--queue", queue_name, "--seconds-per-dot", "0.5")
-    workers.append(w)
-    w.wait_for("Waiting for messages")
+    w = workers.start("--queue", queue_name, "--seconds-per-dot", "0.5")
     run_new_task("--queue", queue_name, "four....")
     run_new_task("--queue", queue_name, "none")
     w.wait_for(" [x] Done", count=2)
@@ -37,18 +34,14 @@ def test_worker_sleeps_one_unit_per_dot(queue_name, workers):
 
 
 def test_sleep_option_gives_every_task_the_same_time(queue_name, workers):
-    w = Worker("--queue", queue_name, "--sleep", "1")
-    workers.append(w)
-    w.wait_for("Waiting for messages")
+    w = workers.start("--queue", queue_name, "--sleep", "1")
     run_new_task("--queue", queue_name, "no dots")
     w.wait_for(" [x] Done")
     assert 0.9 <= w.times[2] - w.times[1] < 8
 
 
 def test_message_acknowledgment_task_is_unacked_while_working_and_gone_after_done(queue_name, workers):
-    w = Worker("--queue", queue_name, "--seconds-per-dot", "1")
-    workers.append(w)
-    w.wait_for("Waiting for messages")
+    w = workers.start("--queue", queue_name, "--seconds-per-dot", "1")
     run_new_task("--queue", queue_name, "slow......")
     w.wait_for("Received")
     assert queue_counts(queue_name) == (0, 1)  # delivered, not yet acknowledged
@@ -69,19 +62,12 @@ def shell_loop(queue_name: str, count: int = 10) -> None:
                    cwd=ROOT, check=True, capture_output=True, timeout=120)
 
 
-def two_workers(queue_name: str, workers: list[Worker], *extra: str) -> tuple[Worker, Worker]:
-    fast = Worker("--queue", queue_name, "--sleep", "0.2", *extra)
-    slow = Worker("--queue", queue_name, "--sleep", "0.5", *extra)
-    workers += [fast, slow]
-    fast.wait_for("Waiting for messages")
-    slow.wait_for("Waiting for messages")
-    return fast, slow
+def two_workers(queue_name: str, workers: Workers, *extra: str) -> tuple[Worker, Worker]:
+    return (workers.start("--queue", queue_name, "--sleep", "0.2", *extra),
+            workers.start("--queue", queue_name, "--sleep", "0.5", *extra))
 
 
-def wait_all_done(fast: Worker, slow: Worker, count: int = 10) -> None:
-    deadline = time.monotonic() + 60
-    while len(fast.done()) + len(slow.done()) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
+TEN = [str(i) for i in range(1, 11)]
 
 
 def test_fair_dispatch_the_fast_worker_does_more(queue_name, workers):
@@ -89,9 +75,8 @@ def test_fair_dispatch_the_fast_worker_does_more(queue_name, workers):
     # shell loop. With prefetch 1 a busy worker gets no new task, so the fast one does about 7.
     fast, slow = two_workers(queue_name, workers)
     shell_loop(queue_name)
-    wait_all_done(fast, slow)
-    done = fast.done() + slow.done()
-    assert sorted(done, key=int) == [str(i) for i in range(1, 11)]  # each task exactly once
+    done = workers.until_done(TEN)
+    assert sorted(done, key=int) == TEN  # each task exactly once
     assert 6 <= len(fast.done()) <= 8, (fast.done(), slow.done())
     assert queue_counts(queue_name) == (0, 0)
 
@@ -100,20 +85,16 @@ def test_round_robin_dispatching_without_prefetch_splits_evenly(queue_name, work
     # With no prefetch limit the broker deals tasks out in turn, busy or not: 5 and 5.
     fast, slow = two_workers(queue_name, workers, "--prefetch", "0")
     shell_loop(queue_name)
-    wait_all_done(fast, slow)
-    assert sorted(fast.done() + slow.done(), key=int) == [str(i) for i in range(1, 11)]
+    assert sorted(workers.until_done(TEN), key=int) == TEN
     odd, even = ["1", "3", "5", "7", "9"], ["2", "4", "6", "8", "10"]
     assert sorted([fast.done(), slow.done()]) == sorted([odd, even])  # strictly in turn
 
 
 def test_many_tasks_each_done_exactly_once_across_workers(queue_name, workers):
     lines = [f"t{i}" for i in range(300)]
-    a = Worker("--queue", queue_name, "--seconds-per-dot", "0")
-    b = Worker("--queue", queue_name, "--seconds-per-dot", "0")
-    workers += [a, b]
-    a.wait_for("Waiting for messages")
-    b.wait_for("Waiting for messages")
+    a = workers.start("--queue", queue_name, "--seconds-per-dot", "0")
+    b = workers.start("--queue", queue_name, "--seconds-per-dot", "0")
     assert run_new_task("--queue", queue_name, "--stdin", stdin="\n".join(lines) + "\n").returncode == 0
-    wait_all_done(a, b, count=300)
-    assert sorted(a.done() + b.done()) == sorted(lines)
-    assert a.done() == sorted(a.done(), key=lambda t: int(t[1:]))  # each worker in queue order
+    assert sorted(workers.until_done(lines)) == sorted(lines)
+    for w in (a, b):
+        assert w.done() and w.done() == sorted(w.done(), key=lambda t: int(t[1:]))  # both work, in queue order
