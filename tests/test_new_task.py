@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
-from conftest import URL, drain, rabbitmqctl, run_new_task
+from conftest import ROOT, URL, delete_queue, drain, rabbitmqctl, run_new_task, script_env
 
 
 def test_sent_line_prints_the_message_repr(queue_name):
@@ -79,3 +81,24 @@ def test_sent_means_confirmed_a_refused_message_is_an_error(queue_name):
     assert batch.returncode == 1 and batch.stdout == ""
     assert "0 messages confirmed, 2 not confirmed" in batch.stderr
     assert [body for body, _, _ in drain(queue_name)] == [b"fits"]
+
+
+def test_sent_means_routed_a_message_no_queue_takes_is_an_error(queue_name):
+    # Messages are published as mandatory: if the queue is deleted under a batch, the broker returns
+    # the next message instead of dropping it silently, and the script stops with an error.
+    proc = subprocess.Popen([sys.executable, "new_task.py", "--queue", queue_name, "--stdin"], cwd=ROOT,
+                            env=script_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdin.write("one\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == " [x] Sent 'one'\n"
+    delete_queue(queue_name)
+    proc.stdin.write("two\n")
+    proc.stdin.flush()
+    err = proc.stderr.readline()
+    proc.stdin.close()
+    assert proc.wait(30) == 1
+    assert proc.stdout.read() == ""
+    assert err.startswith(f"error: no queue took the message 'two' (routing key '{queue_name}'; "
+                          "was the queue deleted?)")
+    assert err.rstrip().endswith("1 message confirmed, 1 not confirmed (send input from message 2 on again)")
