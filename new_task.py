@@ -4,6 +4,7 @@
 import sys
 
 import pika
+from pika.channel import Channel
 
 from workqueue import cli, publisher
 
@@ -15,10 +16,10 @@ def main() -> None:
                         help="send one task per line of standard input, over one connection")
     args = cli.parse(parser)
 
-    def declare(channel) -> None:
+    def declare(channel: Channel) -> None:
         channel.queue_declare(queue=args.queue, durable=True, arguments=cli.queue_arguments(args.queue_type))
 
-    def send(channel, message: str) -> None:
+    def send(channel: Channel, message: str) -> None:
         channel.basic_publish(exchange="",
                               routing_key=args.queue,
                               body=message,
@@ -30,10 +31,8 @@ def main() -> None:
     def sent(message: str) -> None:  # called once the broker has confirmed the message
         print(f" [x] Sent {message!r}")
 
-    if args.stdin:
-        messages = (line.rstrip("\r\n") for line in sys.stdin)
-    else:
-        messages = [" ".join(args.words) or "Hello World!"]
+    message = " ".join(args.words) or "Hello World!"
+    messages = (line.rstrip("\r\n") for line in sys.stdin) if args.stdin else [message]
     publisher.publish(args.url, declare, send, messages, sent)
 
 

@@ -3,6 +3,9 @@
 
 import time
 
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.spec import Basic, BasicProperties
+
 from workqueue import cli, consumer
 
 
@@ -17,12 +20,13 @@ def main() -> None:
                         help="seconds of work for each '.' in a task")
     args = cli.parse(parser)
 
-    def declare(channel) -> None:  # on every (re)connection
+    def declare(channel: BlockingChannel) -> None:  # on every (re)connection
         channel.queue_declare(queue=args.queue, durable=True, arguments=cli.queue_arguments(args.queue_type))
         print(" [*] Waiting for messages. To exit press CTRL+C")
         channel.basic_qos(prefetch_count=args.prefetch)
 
-    def callback(ch, method, properties, body: bytes) -> None:  # runs off pika's I/O loop
+    def callback(ch: consumer.TaskChannel, method: Basic.Deliver, properties: BasicProperties,
+                 body: bytes) -> None:  # runs on a thread of its own, off pika's I/O loop
         print(f" [x] Received {body!r}" + (" (redelivered)" if method.redelivered else ""))
         time.sleep(args.sleep if args.sleep is not None else body.count(b".") * args.seconds_per_dot)
         print(" [x] Done")

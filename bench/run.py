@@ -216,7 +216,7 @@ def experiment(prefetch: int, fast: float = 0.2, slow: float = 0.5) -> dict:
         while sum(w.proc.poll() is None and sum(line == " [x] Done" for _, line in w.got)
                   for w in workers.values()) < 10 and time.monotonic() < deadline:
             time.sleep(0.05)
-        tasks = {}
+        tasks: dict[str, list[tuple[str, float, float]]] = {}
         for label, w in workers.items():
             w.stop()
             current = None
