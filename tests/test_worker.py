@@ -3,8 +3,10 @@ fair dispatch, and the worker's own output."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import ROOT, Worker, Workers, queue_counts, rabbitmqctl, run_new_task, script_env
 
@@ -98,3 +100,30 @@ def test_many_tasks_each_done_exactly_once_across_workers(queue_name, workers):
     assert sorted(workers.until_done(lines)) == sorted(lines)
     for w in (a, b):
         assert w.done() and w.done() == sorted(w.done(), key=lambda t: int(t[1:]))  # both work, in queue order
+
+
+def thread_cpus(pid: int) -> list[str]:
+    """Cpus_allowed_list of each thread of a process."""
+    found = []
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        for line in status.read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                found.append(line.split(":", 1)[1].strip())
+    return found
+
+
+def test_worker_threads_share_a_cpu_for_short_tasks_and_spread_for_long_ones(queue_name, workers):
+    # A speed measure (see README, Speed): hand-overs between the connection's thread and the task
+    # thread are cheap on one CPU; CPU-heavy tasks must still be free to use any CPU.
+    everywhere = thread_cpus(os.getpid())[0]
+    w = workers.start("--queue", queue_name, "--seconds-per-dot", "0.05")
+    short = [f"s{i}" for i in range(100)]
+    run_new_task("--queue", queue_name, "--stdin", stdin="\n".join(short) + "\n")
+    assert sorted(workers.until_done(short)) == sorted(short)
+    if len(os.sched_getaffinity(0)) > 1:
+        [cpus] = set(thread_cpus(w.proc.pid))
+        assert cpus.isdigit()  # every thread on the same single CPU
+    long = [f"l{i}." for i in range(8)]
+    run_new_task("--queue", queue_name, "--stdin", stdin="\n".join(long) + "\n")
+    assert set(long) <= set(workers.until_done(long))
+    assert set(thread_cpus(w.proc.pid)) == {everywhere}

@@ -95,10 +95,10 @@ class Worker:
         self.channel: Any = None  # the channel consumed from now
         self.pending = 0  # deliveries of this channel handed to the task thread and not yet finished
         self.stopping = False  # SIGTERM: finish the running task, take no more
+        self.placement = Placement()
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_sigterm)
-        _one_cpu()
         try:
             connection = pika.BlockingConnection(self.params)
         except (px.AMQPError, OSError) as exc:
@@ -178,11 +178,14 @@ class Worker:
 
     def _work(self) -> None:
         """The task thread: one task at a time, for the life of the worker."""
+        self.placement.threads.append(threading.get_native_id())
         while True:
             task_channel, method, properties, body = self.deliveries.get()
             try:
                 if not self.stopping and task_channel.is_open:  # else the broker gives it to another worker
+                    started = time.monotonic()
                     self.callback(task_channel, method, properties, body)
+                    self.placement.record(time.monotonic() - started)
             except Exception as exc:  # a bug in the task must not end the worker
                 warn(f"error: the task {body[:80]!r} failed ({type(exc).__name__}: {exc}); "
                      f"{'dropped it, as it had failed before' if method.redelivered else 'put it back once'}")
@@ -212,19 +215,56 @@ class Worker:
             pass
 
 
-def _one_cpu() -> None:
-    """Keep this thread, and the task thread it starts, on the CPU the kernel gave the worker.
+class Placement:
+    """Keeps the connection's thread and the task thread on one CPU while tasks are short.
 
     Every message crosses between the two threads twice. Measured on a 2-core VM, a wake-up across
-    cores costs 20-30 us and one on the same core under 3 us: enough to slow a worker of short tasks
-    to 0.8x the plain tutorial's. Python runs one thread at a time anyway.
+    cores costs 20-30 us and one on the same core under 3 us: enough to slow a worker of very short
+    tasks to 0.8x the plain tutorial's. So while tasks average under SHORT seconds the two threads
+    share the CPU the task thread is on (Python runs one thread at a time anyway); once they average
+    over LONG, the kernel places them freely again, so that workers of real, CPU-heavy tasks spread
+    over all CPUs.
     """
+
+    SHORT = 0.002
+    LONG = 0.02
+
+    def __init__(self) -> None:
+        self.threads = [threading.get_native_id()]  # the connection's thread; the task thread adds itself
+        self.average = self.LONG  # seconds a task takes, a moving average; start as if tasks were long
+        self.pinned = False
+        try:
+            self.free: set[int] | None = os.sched_getaffinity(0)
+        except (AttributeError, OSError):
+            self.free = None  # not Linux: nothing to do
+
+    def record(self, seconds: float) -> None:
+        """After each task, on the task thread."""
+        if self.free is None or len(self.free) < 2:
+            return
+        self.average += (seconds - self.average) / 8
+        if not self.pinned and self.average < self.SHORT:
+            self.pinned = self._place(_current_cpu())
+        elif self.pinned and self.average > self.LONG:
+            self._place(self.free)
+            self.pinned = False
+
+    def _place(self, cpus: set[int] | None) -> bool:
+        try:
+            for tid in self.threads:
+                os.sched_setaffinity(tid, cpus)  # type: ignore[arg-type]
+            return True
+        except (OSError, TypeError):
+            return False  # not allowed here: the worker is only a little slower
+
+
+def _current_cpu() -> set[int] | None:
+    """The CPU this thread runs on now (Linux), or None."""
     try:
         with open("/proc/thread-self/stat") as f:
-            cpu = int(f.read().rsplit(")", 1)[1].split()[36])
-        os.sched_setaffinity(0, {cpu})
-    except (OSError, ValueError, IndexError, AttributeError):
-        pass  # not Linux, or not allowed: the worker is only a little slower
+            return {int(f.read().rsplit(")", 1)[1].split()[36])}
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _reason(exc: BaseException) -> str:
