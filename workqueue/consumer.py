@@ -221,7 +221,7 @@ class Placement:
     Every message crosses between the two threads twice. Measured on a 2-core VM, a wake-up across
     cores costs 20-30 us and one on the same core under 3 us: enough to slow a worker of very short
     tasks to 0.8x the plain tutorial's. So while tasks average under SHORT seconds the two threads
-    share the CPU the task thread is on (Python runs one thread at a time anyway); once they average
+    share one CPU (Python runs one thread at a time anyway); once they average
     over LONG, the kernel places them freely again, so that workers of real, CPU-heavy tasks spread
     over all CPUs.
     """
@@ -233,6 +233,9 @@ class Placement:
         self.threads = [threading.get_native_id()]  # the connection's thread; the task thread adds itself
         self.average = self.LONG  # seconds a task takes, a moving average; start as if tasks were long
         self.pinned = False
+        # The CPU the kernel started the worker on: it picks a lightly loaded one at start. (Pinning to
+        # the CPU the task thread is on later measured worse: that tends to be where the broker runs.)
+        self.home = _current_cpu()
         try:
             self.free: set[int] | None = os.sched_getaffinity(0)
         except (AttributeError, OSError):
@@ -240,11 +243,11 @@ class Placement:
 
     def record(self, seconds: float) -> None:
         """After each task, on the task thread."""
-        if self.free is None or len(self.free) < 2:
+        if self.free is None or self.home is None or len(self.free) < 2:
             return
         self.average += (seconds - self.average) / 8
         if not self.pinned and self.average < self.SHORT:
-            self.pinned = self._place(_current_cpu())
+            self.pinned = self._place(self.home)
         elif self.pinned and self.average > self.LONG:
             self._place(self.free)
             self.pinned = False
