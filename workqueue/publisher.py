@@ -197,7 +197,7 @@ class _Publisher:
             self.published += 1
             self.unconfirmed.append(message)
         if self.source.ended and not self.source.ready and not self.unconfirmed:
-            self._close(self.source.failure and f"{self.source.failure}; {self.progress()}")
+            self._close(self.source.failure and self._with_progress(self.source.failure))
 
     def _close(self, error: str | None = None) -> None:
         if error and not self.error:
@@ -218,8 +218,11 @@ class _Publisher:
         connection.ioloop.stop()
 
     def _failed(self, reason: BaseException) -> str:
-        text = broker.explain(reason, self.params)
-        return f"{text}; {self.progress()}" if self.source.streamed and self.published else text
+        return self._with_progress(broker.explain(reason, self.params))
+
+    def _with_progress(self, text: str) -> str:
+        """For a batch, say how far it got: what a user needs to send the rest again."""
+        return f"{text}; {self.progress()}" if self.source.streamed else text
 
     # confirms and returns
 
@@ -231,7 +234,7 @@ class _Publisher:
             what = repr(self.unconfirmed[index]) if 0 <= index < len(self.unconfirmed) else ""
             text = (f"the broker refused to store message {method.delivery_tag} {what} (a nack: is the queue "
                     "full, with a max-length policy, or the broker short of memory or disk?)")
-            self._close(f"{text}; {self.progress()}" if self.source.streamed else text)
+            self._close(self._with_progress(text))
             return
         if method.multiple:
             self.acked_upto = max(self.acked_upto, method.delivery_tag)
@@ -259,5 +262,6 @@ class _Publisher:
     def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         # A mandatory message no queue took: it is confirmed too, but it was not stored.
         self._report()
-        self._close(f"no queue took the message {body.decode(errors='replace')!r} (routing key "
-                    f"{method.routing_key!r}; was the queue deleted?); {self.progress()}")
+        text = (f"no queue took the message {body.decode(errors='replace')!r} (routing key "
+                f"{method.routing_key!r}; was the queue deleted?)")
+        self._close(self._with_progress(text))
