@@ -209,3 +209,26 @@ def test_stdin_batch_reports_what_was_confirmed_when_the_broker_crashes(private_
     stored = {body.decode() for body, _, _ in drain(private_queue, private_broker.url)}
     assert set(sent) <= stored
 
+
+
+def test_a_worker_whose_output_is_gone_stops_and_its_task_goes_back(queue_name):
+    # `python worker.py | head -3`: once nobody reads its output, a task can no longer say Done.
+    # The worker must not ack it, nor drop it: it stops, and the task waits for another worker.
+    proc = subprocess.Popen([sys.executable, "worker.py", "--queue", queue_name], cwd=ROOT, env=script_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith(" [*] Waiting")
+    proc.stdout.close()
+    run_new_task("--queue", queue_name, "unseen")
+    assert proc.wait(30) == 1
+    assert proc.stderr.read() == ("error: the task b'unseen' failed (BrokenPipeError: [Errno 32] Broken pipe); "
+                                  "it goes back to the queue, and this worker stops\n")
+    assert [(body, redelivered) for body, _, redelivered in drain(queue_name)] == [(b"unseen", True)]
+
+
+def test_new_task_stops_quietly_when_its_output_is_gone(queue_name):
+    result = subprocess.run(["bash", "-c", f'seq 5000 | "{sys.executable}" new_task.py --queue "$Q" --stdin | head -2; '
+                             'echo "exit ${PIPESTATUS[1]}" >&2'],
+                            cwd=ROOT, env={**script_env(), "Q": queue_name}, capture_output=True, text=True,
+                            timeout=60)
+    assert result.stdout == " [x] Sent '1'\n [x] Sent '2'\n"
+    assert result.stderr == "exit 1\n"

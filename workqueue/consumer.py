@@ -36,7 +36,7 @@ from workqueue.cli import Failure, warn
 Callback = Callable[[Any, Any, Any, bytes], None]  # (ch, method, properties, body), as in the tutorial
 
 # Errors after which a new connection may work: the broker restarted, the network broke.
-RECOVERABLE = (px.AMQPConnectionError, OSError)
+RECOVERABLE = (px.AMQPConnectionError,)
 # Errors that no retry will mend.
 FATAL = (px.ProbableAuthenticationError, px.AuthenticationError, px.ProbableAccessDeniedError)
 
@@ -186,10 +186,11 @@ class Worker:
                     started = time.monotonic()
                     self.callback(task_channel, method, properties, body)
                     self.placement.record(time.monotonic() - started)
-            except Exception as exc:  # a bug in the task must not end the worker
-                warn(f"error: the task {body[:80]!r} failed ({type(exc).__name__}: {exc}); "
-                     f"{'dropped it, as it had failed before' if method.redelivered else 'put it back once'}")
-                task_channel.basic_reject(delivery_tag=method.delivery_tag, requeue=not method.redelivered)
+            except Exception as exc:
+                # Nothing is acked: the worker stops, the broker gives the task to another worker. (Going
+                # on would drop the task, or hand it back to this worker in a tight loop.)
+                self.calls.put(functools.partial(_fail, body, exc))
+                return
             finally:
                 self.calls.put(functools.partial(self._finished, task_channel))
 
@@ -268,6 +269,13 @@ def _current_cpu() -> set[int] | None:
             return {int(f.read().rsplit(")", 1)[1].split()[36])}
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _fail(body: bytes, exc: Exception) -> None:
+    """On the connection's thread: end the worker, as its task failed."""
+    shown = body if len(body) <= 80 else body[:80] + b"..."
+    raise Failure(f"the task {shown!r} failed ({type(exc).__name__}: {exc}); it goes back to the queue, "
+                  "and this worker stops")
 
 
 def _reason(exc: BaseException) -> str:

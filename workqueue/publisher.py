@@ -43,6 +43,8 @@ def publish(
         raise
     finally:
         source.stop()
+    if job.output_gone:
+        raise BrokenPipeError
     if job.error:
         raise Failure(job.error)
 
@@ -153,6 +155,7 @@ class _Publisher:
         self.acked: set[int] = set()  # tags acked out of order, beyond the prefix
         self.acked_upto = 0  # every tag up to this one is acked (multiple acks)
         self.closing = False
+        self.output_gone = False
         self.connection = pika.SelectConnection(
             params,
             on_open_callback=self._on_open,
@@ -245,7 +248,7 @@ class _Publisher:
 
     def _report(self) -> None:
         """Say "sent" for the confirmed messages, in the order they were sent."""
-        if self.error:
+        if self.error or self.output_gone:
             return
         while self.unconfirmed:
             tag = self.confirmed + 1
@@ -256,7 +259,12 @@ class _Publisher:
             else:
                 break
             self.confirmed = tag
-            self.sent(self.unconfirmed.popleft())
+            try:
+                self.sent(self.unconfirmed.popleft())
+            except BrokenPipeError:  # whoever read the output has gone (`| head`): stop, quietly
+                self.output_gone = True
+                self._close("")
+                return
             self.source.done(1)
 
     def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
