@@ -185,7 +185,7 @@ class Worker:
                 if not self.stopping and task_channel.is_open:  # else the broker gives it to another worker
                     started = time.monotonic()
                     self.callback(task_channel, method, properties, body)
-                    self.placement.record(time.monotonic() - started)
+                    self.placement.record(started, time.monotonic())
             except Exception as exc:
                 # Nothing is acked: the worker stops, the broker gives the task to another worker. (Going
                 # on would drop the task, or hand it back to this worker in a tight loop.)
@@ -222,53 +222,73 @@ class Placement:
     Every message crosses between the two threads twice. Measured on a 2-core VM, a wake-up across
     cores costs 20-30 us and one on the same core under 3 us: enough to slow a worker of very short
     tasks to 0.8x the plain tutorial's. So while tasks average under SHORT seconds the two threads
-    share one CPU (Python runs one thread at a time anyway); once they average
-    over LONG, the kernel places them freely again, so that workers of real, CPU-heavy tasks spread
-    over all CPUs.
+    share one CPU (Python runs one thread at a time anyway); once they average over LONG, the kernel
+    places them freely again, so that workers of real, CPU-heavy tasks spread over all CPUs.
+
+    Which CPU matters too (the broker, interrupts and other workers load them unevenly), so the pair
+    tries each CPU in turn for TRIAL tasks, keeps the one with the shortest wait between the end of a
+    task and the start of the next (the hand-overs and the trip to the broker), and tries again every
+    RETRY seconds.
     """
 
     SHORT = 0.002
     LONG = 0.02
+    TRIAL = 200
+    RETRY = 60.0
 
     def __init__(self) -> None:
         self.threads = [threading.get_native_id()]  # the connection's thread; the task thread adds itself
         self.average = self.LONG  # seconds a task takes, a moving average; start as if tasks were long
-        self.pinned = False
-        # The CPU the kernel started the worker on: it picks a lightly loaded one at start. (Pinning to
-        # the CPU the task thread is on later measured worse: that tends to be where the broker runs.)
-        self.home = _current_cpu()
+        self.pinned: int | None = None  # the CPU the threads are kept on, if any
+        self.last_end = 0.0
+        self.gaps: list[float] = []
+        self.scores: dict[int, float] = {}  # CPU: median wait between tasks there
+        self.retry_at = 0.0
         try:
-            self.free: set[int] | None = os.sched_getaffinity(0)
+            self.free = os.sched_getaffinity(0)
         except (AttributeError, OSError):
-            self.free = None  # not Linux: nothing to do
+            self.free = set()  # not Linux: nothing to do
+        self.cpus = sorted(self.free)[:8]  # the ones to try
 
-    def record(self, seconds: float) -> None:
-        """After each task, on the task thread."""
-        if self.free is None or self.home is None or len(self.free) < 2:
+    def record(self, start: float, end: float) -> None:
+        """After each task, on the task thread: when it started and ended (time.monotonic)."""
+        if len(self.cpus) < 2:
             return
-        self.average += (seconds - self.average) / 8
-        if not self.pinned and self.average < self.SHORT:
-            self.pinned = self._place(self.home)
-        elif self.pinned and self.average > self.LONG:
-            self._place(self.free)
-            self.pinned = False
+        gap, self.last_end = start - self.last_end, end
+        self.average += (end - start - self.average) / 8
+        if self.pinned is None:
+            if self.average < self.SHORT:
+                self.scores = {}
+                self._place({self.cpus[0]})
+            return
+        if self.average > self.LONG:
+            self._place(None)
+            return
+        if self.pinned in self.scores:  # settled: try again now and then
+            if end > self.retry_at:
+                self.scores = {}
+                self._place({self.cpus[0]})
+            return
+        self.gaps.append(gap)
+        if len(self.gaps) >= self.TRIAL:
+            self.scores[self.pinned] = sorted(self.gaps)[len(self.gaps) // 2]
+            untried = [cpu for cpu in self.cpus if cpu not in self.scores]
+            if untried:
+                self._place({untried[0]})
+            else:
+                self._place({min(self.scores, key=self.scores.__getitem__)})
+                self.retry_at = end + self.RETRY
 
-    def _place(self, cpus: set[int] | None) -> bool:
+    def _place(self, cpus: set[int] | None) -> None:
+        """Keep both threads on these CPUs; None: on any."""
+        self.gaps = []
         try:
             for tid in self.threads:
-                os.sched_setaffinity(tid, cpus)  # type: ignore[arg-type]
-            return True
-        except (OSError, TypeError):
-            return False  # not allowed here: the worker is only a little slower
-
-
-def _current_cpu() -> set[int] | None:
-    """The CPU this thread runs on now (Linux), or None."""
-    try:
-        with open("/proc/thread-self/stat") as f:
-            return {int(f.read().rsplit(")", 1)[1].split()[36])}
-    except (OSError, ValueError, IndexError):
-        return None
+                os.sched_setaffinity(tid, cpus or self.free)
+        except OSError:
+            self.cpus = []  # not allowed here: leave placement to the kernel
+            return
+        self.pinned = next(iter(cpus)) if cpus else None
 
 
 def _fail(body: bytes, exc: Exception) -> None:
