@@ -113,7 +113,8 @@ def _short(exc: BaseException) -> str:
 
 _INEQUIVALENT = re.compile(
     r"inequivalent arg '(?P<arg>[^']+)' for queue '(?P<queue>[^']+)'.*"
-    r"received (?:the value )?(?P<ours>.+?)(?: of type '\w+')? but current is (?P<theirs>.+?)(?: of type '\w+')?$"
+    r"received (?:the value )?(?P<ours>.+?)(?: of type '\w+')? but current is (?:the value )?(?P<theirs>.+?)"
+    r"(?: of type '\w+')?$"
 )
 
 
