@@ -137,24 +137,16 @@ class Lines:
         self.proc.wait()
 
 
-def fill(queue: str, count: int) -> None:
+def fill(queue: str, count: int, kind: str) -> None:
     lines = "".join("x\n" for _ in range(count))
-    subprocess.run([PY, "new_task.py", "--queue", queue, "--queue-type", queue_kind(queue), "--stdin"], input=lines,
+    subprocess.run([PY, "new_task.py", "--queue", queue, "--queue-type", kind, "--stdin"], input=lines,
                    text=True, env=env_for(queue), cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-
-
-_KINDS: dict[str, str] = {}
-
-
-def queue_kind(queue: str) -> str:
-    return _KINDS.get(queue, "classic")
 
 
 def drain_rate(cmd: list[str], kind: str, count: int) -> float:
     queue = declare(kind)
-    _KINDS[queue] = kind
     try:
-        fill(queue, count)
+        fill(queue, count, kind)
         seed = "seed_worker" in cmd[-1]
         args = cmd if seed else cmd + ["--queue", queue, "--queue-type", kind]
         # The seed's worker prints with Python's default buffering; give it line buffering, as ours has,
