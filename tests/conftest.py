@@ -212,13 +212,19 @@ def free_port() -> int:
 class PrivateBroker:
     """A RabbitMQ node of the tests' own, to restart or kill without touching the shared broker."""
 
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="wq-broker-"))
+    def __init__(self, name: str = "wqtest", config: str = "", plugins: tuple[str, ...] = (),
+                 cookie: str | None = None) -> None:
+        """``config``: more lines of rabbitmq.conf; ``plugins``: plugins to enable; ``cookie``: the
+        Erlang cookie (nodes of one cluster share one)."""
+        self.dir = Path(tempfile.mkdtemp(prefix=f"wq-{name}-"))
         self.port = free_port()
-        self.nodename = f"wqtest{os.getpid()}@localhost"
-        (self.dir / "enabled_plugins").write_text("[].")
+        self.nodename = f"{name}{os.getpid()}@localhost"
+        (self.dir / "enabled_plugins").write_text(f"[{','.join(plugins)}].")
         # A small max_message_size, so that a test can send a message too large to take.
-        (self.dir / "rabbitmq.conf").write_text("max_message_size = 65536\n")
+        (self.dir / "rabbitmq.conf").write_text("max_message_size = 65536\n" + config)
+        if cookie:
+            (self.dir / ".erlang.cookie").write_text(cookie)
+            (self.dir / ".erlang.cookie").chmod(0o400)
         self.env = dict(
             os.environ,
             HOME=str(self.dir),
@@ -234,11 +240,12 @@ class PrivateBroker:
         self.url = f"amqp://guest:guest@localhost:{self.port}/%2F"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
         self.proc = subprocess.Popen([str(RABBIT_BIN / "rabbitmq-server")], env=self.env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
-        self.wait_ready()
+        if wait:
+            self.wait_ready()
 
     def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
