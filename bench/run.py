@@ -1,12 +1,19 @@
 #!/usr/bin/env python
 """Benchmark this project's scripts against the plain tutorial's, in one run, on the local broker.
 
-    python bench/run.py            # the full run, a few minutes
-    python bench/run.py --quick    # fewer repetitions, smaller batches
+    python bench/run.py                 # the full run, a few minutes
+    python bench/run.py --quick         # fewer repeats, smaller batches: checks that it all works
+    python bench/run.py --only drain    # one section (invocation, batch, drain, experiment); repeatable
 
-Baselines (in bench/): seed_new_task.py and seed_worker.py are the seed's scripts (the worker with
-the one change pika 1.x needs); seed_batch_publisher.py is the seed's publisher looping over stdin,
-without confirms or (CONFIRM=1) with a blocking confirm per message. Prints a Markdown report.
+The plain tutorial's scripts (in bench/, named seed_*.py): seed_new_task.py and seed_worker.py are the
+tutorial's new_task.py and worker.py (the worker with the one change pika 1.x needs);
+seed_batch_publisher.py is the tutorial's new_task.py looping over stdin on one connection, with no
+confirms or (CONFIRM=1) with a blocking confirm per message.
+
+Every script's output is read by this process through a pipe, as `| tee log` reads it, never thrown
+away to /dev/null: what is timed is what a user sees. Ours and the tutorial's run in turn, repeat by
+repeat, so that drift hits both alike; each median comes with its repeats' range (min–max), and each
+ratio of medians with the range of the ratios of the pairs of repeats. Prints a Markdown report.
 """
 
 from __future__ import annotations
@@ -21,19 +28,35 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import pika
+import pika  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PY = sys.executable
-URL = "amqp://guest:guest@localhost:5672/%2F"  # the baselines know only localhost, as the tutorial does
+URL = "amqp://guest:guest@localhost:5672/%2F"  # the tutorial's scripts know only localhost
+SECTIONS = ("invocation", "batch", "drain", "experiment")
+
+
+def progress(message: str) -> None:
+    """Where the run is, on a terminal's stderr only (the report on stdout stays clean)."""
+    if sys.stderr.isatty():
+        print(f"  ... {message}", file=sys.stderr, flush=True)
+
+
+# Queues
+
+
+def connect() -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.URLParameters(URL))
 
 
 def declare(kind: str = "classic") -> str:
     name = f"bench.{uuid.uuid4().hex[:10]}"
-    conn = pika.BlockingConnection(pika.URLParameters(URL))
+    conn = connect()
     args = {"x-queue-type": "quorum"} if kind == "quorum" else None
     conn.channel().queue_declare(name, durable=True, arguments=args)
     conn.close()
@@ -41,14 +64,14 @@ def declare(kind: str = "classic") -> str:
 
 
 def delete(name: str) -> None:
-    conn = pika.BlockingConnection(pika.URLParameters(URL))
+    conn = connect()
     conn.channel().queue_delete(name)
     conn.close()
 
 
 def depth(name: str) -> int:
-    conn = pika.BlockingConnection(pika.URLParameters(URL))
-    count = conn.channel().queue_declare(name, passive=True).method.message_count
+    conn = connect()
+    count: int = conn.channel().queue_declare(name, passive=True).method.message_count
     conn.close()
     return count
 
@@ -58,55 +81,221 @@ def env_for(queue: str, **extra: str) -> dict[str, str]:
     return {**env, "QUEUE": queue, "AMQP_URL": URL, **extra}
 
 
-def timed(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> float:
+# Running a script, its output read through a pipe
+
+
+def piped(cmd: list[str], env: dict[str, str], stdin: bytes | None = None) -> tuple[float, bytes]:
+    """Run a script to its end, its stdout read through a pipe as `| tee log` reads it: (seconds, stdout).
+
+    The timing runs from the start of the process to the end of its output, both written and read.
+    """
     start = time.perf_counter()
-    subprocess.run(cmd, input=stdin, text=True, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE)
+    out, _ = proc.communicate(stdin)
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd, out)
+    return seconds, out
+
+
+def sent_lines(out: bytes) -> int:
+    return sum(line.startswith(b" [x] Sent ") for line in out.splitlines())
+
+
+def rss_mib(pid: int) -> float:
+    """A live process's resident memory (VmRSS in /proc/PID/status), in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+# Repeats and their summaries
+
+
+@dataclass
+class Pairs:
+    """Repeats of ours and of a baseline, run back to back: ours[i] and base[i] are the i-th pair."""
+
+    ours: list[float] = field(default_factory=list)
+    base: list[float] = field(default_factory=list)
+
+    def ratios(self) -> list[float]:
+        return [a / b for a, b in zip(self.ours, self.base, strict=True)]
+
+
+def spread(values: list[float], fmt: Callable[[float], str]) -> str:
+    """The median, then (min–max) of the repeats; the bare value when there is only one."""
+    median = fmt(statistics.median(values))
+    if len(values) < 2:
+        return median
+    return f"{median} ({fmt(min(values))}–{fmt(max(values))})"
+
+
+def count_fmt(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def ms_fmt(x: float) -> str:
+    return f"{x * 1000:.1f}"
+
+
+def mib_fmt(x: float) -> str:
+    return f"{x:.1f}"
+
+
+def ratio_fmt(x: float) -> str:
+    return f"{x:.2f}x" if x < 10 else f"{x:.1f}x"
+
+
+def in_turn(i: int, first: Callable[[], None], second: Callable[[], None]) -> None:
+    """Run both, the order alternating with the repeat, so that neither always goes first."""
+    for step in (first, second) if i % 2 == 0 else (second, first):
+        step()
 
 
 # 1. One invocation of new_task.py
 
 
-def one_invocation(runs: int) -> dict[str, float]:
+def one_invocation(runs: int) -> Pairs:
+    """Seconds for one `new_task.py task...`, ours and the tutorial's, from start to the end of its output."""
     queue = declare()
     env = env_for(queue)
-    seed, ours = [], []
+    times = Pairs()
     try:
-        for _ in range(runs):  # interleaved, so that drift hits both alike
-            seed.append(timed([PY, str(BENCH / "seed_new_task.py"), "task..."], env))
-            ours.append(timed([PY, "new_task.py", "--queue", queue, "task..."], env))
+        for i in range(runs):
+            progress(f"one invocation {i + 1}/{runs}")
+            in_turn(i, lambda: times.base.append(piped([PY, str(BENCH / "seed_new_task.py"), "task..."], env)[0]),
+                    lambda: times.ours.append(piped([PY, "new_task.py", "--queue", queue, "task..."], env)[0]))
     finally:
         delete(queue)
-    return {"seed": statistics.median(seed), "ours": statistics.median(ours)}
+    return times
 
 
 # 2. A batch over one connection
 
 
-def batch(count: int, confirm_count: int, repeat: int) -> dict[str, float]:
-    """msg/s of each publisher over one connection, the median of ``repeat`` runs, interleaved."""
-    runs = {
-        "ours": ([PY, "new_task.py", "--stdin"], count, {}),
-        "no_confirms": ([PY, str(BENCH / "seed_batch_publisher.py")], count, {}),
-        "blocking_confirms": ([PY, str(BENCH / "seed_batch_publisher.py")], confirm_count, {"CONFIRM": "1"}),
-    }
-    rates: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeat):
-        for name, (cmd, n, extra) in runs.items():
-            queue = declare()
-            try:
-                lines = "".join(f"task {i}.\n" for i in range(n))
-                args = cmd + (["--queue", queue] if name == "ours" else [])
-                seconds = timed(args, env_for(queue, **extra), stdin=lines)
-                stored = depth(queue)
-                assert stored == n, f"{name}: {stored} of {n} messages in the queue"
-                rates[name].append(n / seconds)
-            finally:
-                delete(queue)
-    return {name: statistics.median(r) for name, r in rates.items()}
+@dataclass
+class Batch:
+    lines: int
+    confirm_lines: int
+    no_confirms: Pairs  # msg/s: ours, the tutorial's publisher without confirms
+    blocking: Pairs  # msg/s: ours, the tutorial's publisher with a blocking confirm per message
+
+
+def publish_rate(name: str, cmd: list[str], count: int, **extra: str) -> float:
+    """msg/s of one publisher sending ``count`` lines of stdin; checks that all were stored and printed."""
+    queue = declare()
+    try:
+        lines = "".join(f"task {i}.\n" for i in range(count)).encode()
+        args = cmd + (["--queue", queue] if name == "ours" else [])
+        seconds, out = piped(args, env_for(queue, **extra), stdin=lines)
+        stored, printed = depth(queue), sent_lines(out)
+        if stored != count or printed != count:
+            raise RuntimeError(f"{name}: {stored} of {count} messages in the queue, {printed} 'Sent' lines")
+        return count / seconds
+    finally:
+        delete(queue)
+
+
+def batch(count: int, confirm_count: int, repeat: int) -> Batch:
+    """msg/s of each publisher over one connection, ``repeat`` times, the three in turn (rotating)."""
+    ours = [PY, "new_task.py", "--stdin"]
+    tutorial = [PY, str(BENCH / "seed_batch_publisher.py")]
+    result = Batch(count, confirm_count, Pairs(), Pairs())
+    rates: dict[str, list[float]] = {"ours": [], "no_confirms": [], "blocking": []}
+    runs: list[tuple[str, Callable[[], float]]] = [
+        ("ours", lambda: publish_rate("ours", ours, count)),
+        ("no_confirms", lambda: publish_rate("no_confirms", tutorial, count)),
+        ("blocking", lambda: publish_rate("blocking", tutorial, confirm_count, CONFIRM="1")),
+    ]
+    for i in range(repeat):
+        progress(f"batch {i + 1}/{repeat}")
+        for name, run in runs[i % 3:] + runs[:i % 3]:
+            rates[name].append(run())
+    result.no_confirms.ours = result.blocking.ours = rates["ours"]
+    result.no_confirms.base, result.blocking.base = rates["no_confirms"], rates["blocking"]
+    return result
 
 
 # 3. Draining a queue of no-op tasks with one worker (prefetch 1)
+
+
+@dataclass
+class Drain:
+    tasks: int  # no-op tasks in the queue at the start of each drain
+    rate: Pairs = field(default_factory=Pairs)  # msg/s: ours, the tutorial's worker
+    rss: Pairs = field(default_factory=Pairs)  # MiB after the drain: ours, the tutorial's worker
+
+
+def fill(queue: str, count: int, kind: str) -> None:
+    lines = b"x\n" * count
+    _, out = piped([PY, "new_task.py", "--queue", queue, "--queue-type", kind, "--stdin"], env_for(queue),
+                   stdin=lines)
+    if sent_lines(out) != count:
+        raise RuntimeError(f"filling {queue}: {sent_lines(out)} of {count} sent")
+
+
+def drain_once(tutorial: bool, kind: str, count: int) -> tuple[float, float]:
+    """One worker draining ``count`` no-op tasks: (msg/s from the first Received to the last Done, MiB)."""
+    queue = declare(kind)
+    try:
+        fill(queue, count, kind)
+        if tutorial:
+            # Through a pipe, the tutorial's worker would hold its lines in an 8 KiB buffer (ours flushes
+            # each line); give it line buffering, so that both write each line as it happens and the
+            # timing reads them alike.
+            path = str(BENCH / "seed_worker.py")
+            args = [PY, "-c", "import sys, runpy; sys.stdout.reconfigure(line_buffering=True); "
+                    f"runpy.run_path({path!r}, run_name='__main__')"]
+        else:
+            args = [PY, "worker.py", "--queue", queue, "--queue-type", kind]
+        # Read on this thread, with nothing else running here, to take as little CPU as we can.
+        proc = subprocess.Popen(args, env=env_for(queue, QUEUE_TYPE=kind), cwd=ROOT, text=True,
+                                stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        first = last = 0.0
+        done = 0
+        rss = 0.0
+        try:
+            for line in proc.stdout:
+                if not first and "Received" in line:
+                    first = time.perf_counter()
+                elif line == " [x] Done\n":
+                    done += 1
+                    if done == count:
+                        last = time.perf_counter()
+                        rss = rss_mib(proc.pid)
+                        break
+        finally:
+            proc.kill()
+            proc.wait()
+        if done < count:
+            raise RuntimeError(f"the worker stopped after {done} of {count} tasks")
+        return count / (last - first), rss
+    finally:
+        delete(queue)
+
+
+def drain(count: int, runs: int) -> dict[str, Drain]:
+    result: dict[str, Drain] = {}
+    for kind in ("classic", "quorum"):
+        d = result[kind] = Drain(count)
+
+        def one(tutorial: bool, kind: str = kind, d: Drain = d) -> None:
+            rate, rss = drain_once(tutorial, kind, count)
+            (d.rate.base if tutorial else d.rate.ours).append(rate)
+            (d.rss.base if tutorial else d.rss.ours).append(rss)
+
+        for i in range(runs):
+            progress(f"drain, {kind} queue {i + 1}/{runs}")
+            in_turn(i, lambda: one(True), lambda: one(False))
+    return result
+
+
+# 4. The walkthrough's fair-dispatch experiment, at a tenth of its time
 
 
 class Lines:
@@ -119,10 +308,15 @@ class Lines:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        for line in self.proc.stdout:  # type: ignore[union-attr]
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
             with self.changed:
                 self.got.append((time.perf_counter(), line.rstrip("\n")))
                 self.changed.notify_all()
+
+    def count(self, text: str) -> int:
+        with self.changed:
+            return sum(text in line for _, line in self.got)
 
     def wait_for(self, text: str, count: int, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
@@ -137,81 +331,41 @@ class Lines:
         self.proc.wait()
 
 
-def fill(queue: str, count: int, kind: str) -> None:
-    lines = "".join("x\n" for _ in range(count))
-    subprocess.run([PY, "new_task.py", "--queue", queue, "--queue-type", kind, "--stdin"], input=lines,
-                   text=True, env=env_for(queue), cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+@dataclass
+class Experiment:
+    prefetch: int
+    fast: float  # seconds per task
+    slow: float
+    tasks: dict[str, list[tuple[str, float, float]]]  # worker: (task, received, done), from the loop's start
+    makespan: float  # from the start of the shell loop to the last Done
+
+    def split(self) -> str:
+        return f"{len(self.tasks.get('fast', []))}/{len(self.tasks.get('slow', []))}"
 
 
-def drain_rate(cmd: list[str], kind: str, count: int) -> float:
-    queue = declare(kind)
-    try:
-        fill(queue, count, kind)
-        seed = "seed_worker" in cmd[-1]
-        args = cmd if seed else cmd + ["--queue", queue, "--queue-type", kind]
-        # The seed's worker prints with Python's default buffering; give it line buffering, as ours has,
-        # so that both write each line as it happens and the timing reads them alike.
-        if seed:
-            args = [PY, "-c", "import sys, runpy; sys.stdout.reconfigure(line_buffering=True); "
-                    f"runpy.run_path({cmd[-1]!r}, run_name='__main__')"]
-        # Read on this thread, with nothing else running here, to take as little CPU as we can.
-        proc = subprocess.Popen(args, env=env_for(queue, QUEUE_TYPE=kind), cwd=ROOT, text=True,
-                                stdout=subprocess.PIPE)
-        first = last = 0.0
-        done = 0
-        try:
-            for line in proc.stdout:  # type: ignore[union-attr]
-                if not first and "Received" in line:
-                    first = time.perf_counter()
-                elif line == " [x] Done\n":
-                    done += 1
-                    if done == count:
-                        last = time.perf_counter()
-                        break
-        finally:
-            proc.kill()
-            proc.wait()
-        if done < count:
-            raise RuntimeError(f"the worker stopped after {done} of {count} tasks")
-        return count / (last - first)
-    finally:
-        delete(queue)
-
-
-def drain(count: int, runs: int) -> dict[str, dict[str, float]]:
-    result: dict[str, dict[str, float]] = {}
-    for kind in ("classic", "quorum"):
-        seed, ours = [], []
-        for _ in range(runs):
-            seed.append(drain_rate([str(BENCH / "seed_worker.py")], kind, count))
-            ours.append(drain_rate([PY, "worker.py"], kind, count))
-        result[kind] = {"seed": statistics.median(seed), "ours": statistics.median(ours)}
-    return result
-
-
-# 4. The seed's fair-dispatch experiment, at a tenth of its time
-
-
-def experiment(prefetch: int, fast: float = 0.2, slow: float = 0.5) -> dict:
+def experiment(prefetch: int, fast: float = 0.2, slow: float = 0.5) -> Experiment:
+    """Two of our workers (fast and slow), fed ten tasks by the walkthrough's shell loop."""
     queue = declare()
-    workers = {}
+    workers: dict[str, Lines] = {}
     try:
         for label, seconds in (("fast", fast), ("slow", slow)):
             workers[label] = Lines([PY, "worker.py", "--queue", queue, "--sleep", str(seconds),
                                     "--prefetch", str(prefetch)], env_for(queue))
             workers[label].wait_for("Waiting for messages", 1)
         start = time.perf_counter()
-        subprocess.run(["bash", "-c", 'for i in $(seq 10); do "$PY" new_task.py --queue "$Q" $i; done'],
-                       env={**env_for(queue), "PY": PY, "Q": queue}, cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL)
+        _, out = piped(["bash", "-c", 'for i in $(seq 10); do "$PY" new_task.py --queue "$Q" $i; done'],
+                       {**env_for(queue), "PY": PY, "Q": queue})
+        if sent_lines(out) != 10:
+            raise RuntimeError(f"the loop sent {sent_lines(out)} of 10 tasks")
         deadline = time.monotonic() + 60
-        while sum(w.proc.poll() is None and sum(line == " [x] Done" for _, line in w.got)
-                  for w in workers.values()) < 10 and time.monotonic() < deadline:
+        while sum(w.count(" [x] Done") for w in workers.values()) < 10 and time.monotonic() < deadline:
+            if any(w.proc.poll() is not None for w in workers.values()):
+                raise RuntimeError("a worker of the experiment exited")
             time.sleep(0.05)
         tasks: dict[str, list[tuple[str, float, float]]] = {}
         for label, w in workers.items():
             w.stop()
-            current = None
+            current: tuple[str, float] | None = None
             for t, line in w.got:
                 found = re.match(r" \[x\] Received b'(\d+)'", line)
                 if found:
@@ -220,18 +374,21 @@ def experiment(prefetch: int, fast: float = 0.2, slow: float = 0.5) -> dict:
                     tasks.setdefault(label, []).append((current[0], current[1] - start, t - start))
                     current = None
         end = max(stop for spans in tasks.values() for _, _, stop in spans)
-        return {"prefetch": prefetch, "tasks": tasks, "makespan": end, "fast": fast, "slow": slow}
+        return Experiment(prefetch, fast, slow, tasks, end)
     finally:
+        for w in workers.values():
+            if w.proc.poll() is None:
+                w.stop()
         delete(queue)
 
 
-def timeline(run: dict, scale: float = 0.05) -> str:
+def timeline(run: Experiment, scale: float = 0.05) -> str:
     """Each worker a row; each task drawn from when it was received to when it was done."""
     rows = []
-    width = int(run["makespan"] / scale) + 2
-    for label in ("fast", "slow"):
+    width = int(run.makespan / scale) + 2
+    for label, seconds in (("fast", run.fast), ("slow", run.slow)):
         cells = [" "] * width
-        for task, start, stop in run["tasks"].get(label, []):
+        for task, start, stop in run.tasks.get(label, []):
             a, b = int(start / scale), max(int(stop / scale), int(start / scale) + len(task) + 1)
             for i in range(a, min(b, width)):
                 cells[i] = "-"
@@ -241,7 +398,7 @@ def timeline(run: dict, scale: float = 0.05) -> str:
                     cells[a + 1 + j] = ch
             if b - 1 < width:
                 cells[b - 1] = "]"
-        rows.append(f"{run[label]:.1f} s worker |{''.join(cells).rstrip()}")
+        rows.append(f"{seconds:.1f} s worker |{''.join(cells).rstrip()}")
     ticks = "".join(f"{i * 10 * scale:<10.1f}" for i in range(width // 10 + 1))
     rows.append(f"{'time (s)':>12} |{ticks.rstrip()}")
     return "\n".join(rows)
@@ -251,56 +408,118 @@ def timeline(run: dict, scale: float = 0.05) -> str:
 
 
 def machine() -> str:
+    """One line: the kernel, cores, CPU model, Python, pika, and the version of the broker measured."""
     cpu = "?"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     try:
-        rabbit = subprocess.run(["rabbitmqctl", "version"], capture_output=True, text=True, timeout=60).stdout.strip()
-    except OSError:
+        conn = connect()
+        rabbit = conn._impl.server_properties.get("version") or "?"  # what the broker says in its handshake
+        conn.close()
+    except Exception:  # the report goes on without it
         rabbit = "?"
     return (f"{platform.system()} {platform.release()}, {os.cpu_count()} cores ({cpu}), "
-            f"Python {platform.python_version()}, pika {pika.__version__}, RabbitMQ {rabbit or '?'} on localhost")
+            f"Python {platform.python_version()}, pika {pika.__version__}, RabbitMQ {rabbit} on localhost")
+
+
+def code_version() -> str:
+    """This project's commit, and whether files differ from it (the numbers are of the files on disk)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                 capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return f"{commit or '?'}{', with uncommitted changes' if changed else ''}"
+
+
+def row(what: str, ours: str, base: str, ratio: str) -> None:
+    print(f"| {what} | {ours} | {base} | {ratio} |")
+
+
+def ratio_cell(pairs: Pairs, unit: str) -> str:
+    """The ratio of the medians, then (min–max) of the ratios of the pairs: 0.98x (0.95–1.02x) the rate."""
+    median = statistics.median(pairs.ours) / statistics.median(pairs.base)
+    ratios = pairs.ratios()
+    if len(ratios) < 2:
+        return f"{ratio_fmt(median)} {unit}"
+    return f"{ratio_fmt(median)} ({ratio_fmt(min(ratios)).removesuffix('x')}–{ratio_fmt(max(ratios))}) {unit}"
+
+
+def report(inv: Pairs | None, rates: Batch | None, drains: dict[str, Drain] | None,
+           runs: list[Experiment]) -> None:
+    if inv or rates or drains:
+        print("Each number is the median of the repeats, then (min–max) over them. Ours and the plain "
+              "tutorial's run in turn, so each repeat is a pair. The ratio is ours ÷ the tutorial's: that of "
+              "the two medians, then (min–max) of the pairs' ratios. The worst pair is the high end for times "
+              "and memory, the low end for rates. Every script's output is read through a pipe, as "
+              "`| tee log` reads it" + ("; in the drain the tutorial's worker is given line-buffered output, "
+                                        "as ours has, so that its lines come as they happen" if drains else "")
+              + ".\n")
+        print("| what | this project | the plain tutorial's scripts | ratio |")
+        print("|---|---|---|---|")
+    if inv:
+        n = len(inv.ours)
+        row(f"one `new_task.py x`, start to end of output (ms; {n} runs)", spread(inv.ours, ms_fmt),
+            f"the tutorial's `new_task.py` {spread(inv.base, ms_fmt)}", ratio_cell(inv, "the time"))
+    if rates:
+        n = len(rates.no_confirms.ours)
+        row(f"batch of {rates.lines:,} lines over one connection, `--stdin`, all confirmed (msg/s; {n} runs)",
+            spread(rates.no_confirms.ours, count_fmt),
+            f"the tutorial's publisher looping over stdin, no confirms {spread(rates.no_confirms.base, count_fmt)}",
+            ratio_cell(rates.no_confirms, "the rate"))
+        row("", "", f"the same with a blocking confirm per message ({rates.confirm_lines:,} lines) "
+            f"{spread(rates.blocking.base, count_fmt)}", ratio_cell(rates.blocking, "the rate"))
+    if drains:
+        for kind, d in drains.items():
+            n = len(d.rate.ours)
+            row(f"drain {d.tasks:,} no-op tasks, prefetch 1, {kind} queue (msg/s; {n} runs)",
+                spread(d.rate.ours, count_fmt), f"the tutorial's worker {spread(d.rate.base, count_fmt)}",
+                ratio_cell(d.rate, "the rate"))
+            row(f"the worker's resident memory after that drain (VmRSS, MiB; {n} runs)",
+                spread(d.rss.ours, mib_fmt), f"the tutorial's worker {spread(d.rss.base, mib_fmt)}",
+                ratio_cell(d.rss, "the memory"))
+    if runs:
+        if not (inv or rates or drains):
+            print("| what | this project | | |")
+            print("|---|---|---|---|")
+        for run in runs:
+            name = "prefetch 1 (fair dispatch)" if run.prefetch == 1 else "prefetch 0 (round robin)"
+            row(f"the walkthrough's experiment at 1/10 time ({run.fast:g} s and {run.slow:g} s workers, 10 tasks), "
+                f"{name}: fast/slow split, makespan", f"{run.split()}, {run.makespan:.2f} s", "", "")
+        print()
+        for run in runs:
+            name = "prefetch 1 (fair dispatch)" if run.prefetch == 1 else "prefetch 0 (round robin)"
+            print(f"{name}: finished after {run.makespan:.2f} s")
+            print("```")
+            print(timeline(run))
+            print("```")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller batches")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller batches")
+    parser.add_argument("--only", action="append", choices=SECTIONS, metavar="SECTION",
+                        help=f"run only this section, one of {', '.join(SECTIONS)}; may be given more than once")
     args = parser.parse_args()
-    quick = args.quick
-    print(f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}.\n", flush=True)
+    quick: bool = args.quick
+    sections: list[str] = list(dict.fromkeys(args.only)) if args.only else list(SECTIONS)
 
-    inv = one_invocation(runs=10 if quick else 21)
-    rates = batch(count=20_000 if quick else 50_000, confirm_count=2_000 if quick else 5_000,
-                  repeat=1 if quick else 3)
-    drain_count, drain_runs = (2_000, 1) if quick else (5_000, 5)
-    drains = drain(count=drain_count, runs=drain_runs)
-    fair, robin = experiment(prefetch=1), experiment(prefetch=0)
+    print(f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}.", flush=True)
+    print(f"This project at {code_version()}; {'--quick' if quick else 'full run'}"
+          f"{'' if sections == list(SECTIONS) else ', only ' + ', '.join(sections)}.\n", flush=True)
 
-    print("| what | this project | baseline | ratio |")
-    print("|---|---|---|---|")
-    print(f"| one `new_task.py x` (median of {10 if quick else 21}) | {inv['ours'] * 1000:.1f} ms "
-          f"| seed's script {inv['seed'] * 1000:.1f} ms | {inv['ours'] / inv['seed']:.2f}x the time |")
-    print(f"| batch over one connection, `--stdin` (msg/s, all confirmed; median of {1 if quick else 3}) "
-          f"| {rates['ours']:,.0f} | no confirms "
-          f"{rates['no_confirms']:,.0f} | {rates['ours'] / rates['no_confirms']:.2f}x |")
-    print(f"| | | a blocking confirm each {rates['blocking_confirms']:,.0f} "
-          f"| {rates['ours'] / rates['blocking_confirms']:.1f}x |")
-    for kind, r in drains.items():
-        print(f"| drain {drain_count} no-op tasks, prefetch 1, {kind} queue (msg/s, median of {drain_runs}) "
-              f"| {r['ours']:,.0f} | seed's worker "
-              f"{r['seed']:,.0f} | {r['ours'] / r['seed']:.2f}x |")
-    for run, name in ((fair, "prefetch 1 (fair dispatch)"), (robin, "prefetch 0 (round robin)")):
-        split = f"{len(run['tasks'].get('fast', []))}/{len(run['tasks'].get('slow', []))}"
-        print(f"| seed's experiment at 1/10 time, {name}: fast/slow split, makespan | {split}, "
-              f"{run['makespan']:.2f} s | | |")
-    print()
-    for run, name in ((fair, "prefetch 1 (fair dispatch)"), (robin, "prefetch 0 (round robin)")):
-        print(f"{name}: finished after {run['makespan']:.2f} s")
-        print("```")
-        print(timeline(run))
-        print("```")
+    inv = one_invocation(runs=7 if quick else 21) if "invocation" in sections else None
+    rates = (batch(count=5_000 if quick else 20_000, confirm_count=1_000 if quick else 5_000, repeat=3)
+             if "batch" in sections else None)
+    drain_count, drain_runs = (1_000, 3) if quick else (5_000, 5)
+    drains = drain(count=drain_count, runs=drain_runs) if "drain" in sections else None
+    runs = [experiment(prefetch=1), experiment(prefetch=0)] if "experiment" in sections else []
+    report(inv, rates, drains, runs)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-# The seed's new_task.py publishing one message per line of stdin over one connection, with no
-# confirms (as the tutorial publishes): the fastest baseline, but "Sent" does not mean stored.
+# The plain tutorial's new_task.py publishing one message per line of stdin over one connection, with
+# no confirms (as the tutorial publishes): the fastest baseline, but "Sent" does not mean stored.
 # With CONFIRM=1, channel.confirm_delivery() first: every publish then waits for its confirm.
 import os
 import sys

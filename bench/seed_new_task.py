@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-# The seed's new_task.py as the tutorial has it (the queue name from $QUEUE, for the benchmark).
+# The plain tutorial's new_task.py as the tutorial has it (the queue name from $QUEUE, for the benchmark).
 import os
 import sys
 

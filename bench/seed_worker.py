@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-# The seed's worker.py as the tutorial has it, with the one change pika 1.x needs
-# (basic_consume takes queue= and on_message_callback=). A baseline for bench/run.py.
+# The plain tutorial's worker.py as the tutorial has it, with the one change pika 1.x needs
+# (basic_consume takes queue= and on_message_callback=); the queue name and type from $QUEUE and
+# $QUEUE_TYPE, for the benchmark. A baseline for bench/run.py.
 import os
 import time
 
