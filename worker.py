@@ -15,7 +15,8 @@ def main() -> None:
                         help="unacknowledged tasks the broker may give this worker at once; "
                         "1 is fair dispatch, 0 means no limit (plain round robin)")
     parser.add_argument("--sleep", type=cli.seconds, metavar="SECONDS",
-                        help="work this long on every task, whatever its dots (the seed's worker-2sec is --sleep 2)")
+                        help="work this long on every task, whatever its dots "
+                        "(the Japanese walkthrough's worker-2sec is --sleep 2)")
     parser.add_argument("--seconds-per-dot", type=cli.seconds, default=1.0, metavar="S",
                         help="seconds of work for each '.' in a task")
     args = cli.parse(parser)
@@ -26,13 +27,13 @@ def main() -> None:
         channel.basic_qos(prefetch_count=args.prefetch)
 
     def callback(ch: consumer.TaskChannel, method: Basic.Deliver, properties: BasicProperties,
-                 body: bytes) -> None:  # runs on a thread of its own, off pika's I/O loop
+                 body: bytes) -> None:  # runs on the main thread, as in the tutorial
         print(f" [x] Received {body!r}" + (" (redelivered)" if method.redelivered else ""))
         time.sleep(args.sleep if args.sleep is not None else body.count(b".") * args.seconds_per_dot)
         print(" [x] Done")
         ch.basic_ack(delivery_tag=method.delivery_tag)
 
-    consumer.consume(args.url, declare, args.queue, callback)
+    consumer.consume(args.urls, declare, args.queue, callback)
 
 
 if __name__ == "__main__":

@@ -134,7 +134,10 @@ def test_worker_rides_out_a_graceful_broker_restart(private_broker, private_queu
     private_broker.restart()
     w.wait_for("reconnecting", errors=True)
     assert_all_done_and_still_running(workers, w, bodies, private_broker, private_queue)
-    assert len(w.errors) == 1 and w.errors[0].startswith("warning: lost the connection to the broker at localhost:")
+    lost, back = w.errors
+    assert lost.startswith(f"warning: lost the connection to the broker at localhost:{private_broker.port} (")
+    assert lost.endswith("; reconnecting")
+    assert back == f"warning: connected again, to the broker at localhost:{private_broker.port}"
 
 
 def test_worker_rides_out_a_broker_crash(private_broker, private_queue, workers):

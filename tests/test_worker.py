@@ -102,28 +102,22 @@ def test_many_tasks_each_done_exactly_once_across_workers(queue_name, workers):
         assert w.done() and w.done() == sorted(w.done(), key=lambda t: int(t[1:]))  # both work, in queue order
 
 
-def thread_cpus(pid: int) -> list[str]:
+def thread_cpus(pid: int) -> set[str]:
     """Cpus_allowed_list of each thread of a process."""
-    found = []
+    found = set()
     for status in Path(f"/proc/{pid}/task").glob("*/status"):
         for line in status.read_text().splitlines():
             if line.startswith("Cpus_allowed_list:"):
-                found.append(line.split(":", 1)[1].strip())
+                found.add(line.split(":", 1)[1].strip())
     return found
 
 
-def test_worker_threads_share_a_cpu_for_short_tasks_and_spread_for_long_ones(queue_name, workers):
-    # A speed measure (see README, Speed): hand-overs between the connection's thread and the task
-    # thread are cheap on one CPU; CPU-heavy tasks must still be free to use any CPU.
-    everywhere = thread_cpus(os.getpid())[0]
-    w = workers.start("--queue", queue_name, "--seconds-per-dot", "0.05")
-    short = [f"s{i}" for i in range(100)]
+def test_worker_leaves_thread_placement_to_the_kernel(queue_name, workers):
+    # After a run of very short tasks every thread of the worker may still use every CPU it started with.
+    [everywhere] = thread_cpus(os.getpid())
+    w = workers.start("--queue", queue_name, "--seconds-per-dot", "0")
+    short = [f"s{i}" for i in range(400)]
     run_new_task("--queue", queue_name, "--stdin", stdin="\n".join(short) + "\n")
     assert sorted(workers.until_done(short)) == sorted(short)
-    if len(os.sched_getaffinity(0)) > 1:
-        [cpus] = set(thread_cpus(w.proc.pid))
-        assert cpus.isdigit()  # every thread on the same single CPU
-    long = [f"l{i}." for i in range(8)]
-    run_new_task("--queue", queue_name, "--stdin", stdin="\n".join(long) + "\n")
-    assert set(long) <= set(workers.until_done(long))
-    assert set(thread_cpus(w.proc.pid)) == {everywhere}
+    assert thread_cpus(w.proc.pid) == {everywhere}
+    assert len(list(Path(f"/proc/{w.proc.pid}/task").iterdir())) == 2  # the main thread and the keeper

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
@@ -67,13 +68,17 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = _Parser(
         description=description,
         formatter_class=_Help,
-        epilog="environment: AMQP_URL is the broker URL when --url is not given.",
+        epilog="environment: AMQP_URL is the broker URL when --url is not given; it may hold several URLs "
+        "separated by ';' (as Celery's broker_url does). A password belongs there rather than in --url, which "
+        "`ps` shows to every user of the machine.",
     )
     p.add_argument(
         "--url",
+        action="append",
         default=argparse.SUPPRESS,
-        help="broker URL: amqp://user:password@host:port/vhost, or amqps:// for TLS; "
-        "pika's URL options such as ?heartbeat=N are allowed "
+        help="broker URL: amqp://user:password@host:port/vhost, or amqps:// for TLS, with RabbitMQ's URI query "
+        "parameters such as ?heartbeat=N or ?cacertfile=FILE. Give it several times for the nodes of a "
+        "cluster: the first that answers is used, and the next ones when it goes away "
         f"(default: $AMQP_URL, else {DEFAULT_URL.replace('%', '%%')})",
     )
     p.add_argument("--queue", type=queue_name, default="task_queue", help="the queue that holds the tasks")
@@ -81,17 +86,21 @@ def parser(description: str) -> argparse.ArgumentParser:
         "--queue-type",
         choices=QUEUE_TYPES,
         default="classic",
-        help="classic is the seed's queue; quorum is what the upstream tutorial declares today. "
-        "It must match how the queue was first declared",
+        help="classic is the Japanese walkthrough's queue; quorum is what the tutorial on rabbitmq.com declares "
+        "today, and what a cluster needs. It must match how the queue was first declared",
     )
     return p
 
 
 def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
-    """Parse the command line; the URL comes from --url, else $AMQP_URL, else the local broker."""
+    """Parse the command line. The broker URLs (``args.urls``; ``args.url`` is the first) come from
+    --url, else $AMQP_URL (several separated by ';'), else the local broker."""
     args = p.parse_args()
-    if "url" not in args:
-        args.url = os.environ.get("AMQP_URL") or DEFAULT_URL
+    if "url" in args:
+        urls = args.url
+    else:
+        urls = [url.strip() for url in os.environ.get("AMQP_URL", "").split(";") if url.strip()] or [DEFAULT_URL]
+    args.urls, args.url = urls, urls[0]
     return args
 
 
@@ -102,6 +111,16 @@ def queue_arguments(queue_type: str) -> dict[str, str] | None:
 
 def warn(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def one_write() -> Iterator[None]:
+    """Lines printed within go out together, in one write, when it ends (not one write a line)."""
+    sys.stdout.reconfigure(line_buffering=False)  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # flushes
 
 
 def run(main: Callable[[], int | None]) -> NoReturn:
