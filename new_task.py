@@ -14,6 +14,11 @@ def main() -> None:
     parser.add_argument("words", nargs="*", help="the task, words joined by spaces (default: Hello World!)")
     parser.add_argument("--stdin", action="store_true",
                         help="send one task per line of standard input, over one connection")
+    parser.add_argument("--confirm-timeout", type=cli.seconds, default=publisher.CONFIRM_TIMEOUT, metavar="S",
+                        help="publish a message again if the broker has not confirmed it after this long")
+    parser.add_argument("--retry-for", type=cli.seconds, default=publisher.RETRY_FOR, metavar="S",
+                        help="keep trying (again, or through the next --url) this long without a confirm "
+                        "before giving up; 0: give up at once")
     args = cli.parse(parser)
 
     def declare(channel: Channel) -> None:
@@ -32,8 +37,8 @@ def main() -> None:
         print(f" [x] Sent {message!r}")
 
     message = " ".join(args.words) or "Hello World!"
-    messages = (line.rstrip("\r\n") for line in sys.stdin) if args.stdin else [message]
-    publisher.publish(args.url, declare, send, messages, sent)
+    messages = sys.stdin if args.stdin else [message]  # --stdin: one message a line
+    publisher.publish(args.urls, declare, send, messages, sent, args.confirm_timeout, args.retry_for)
 
 
 if __name__ == "__main__":

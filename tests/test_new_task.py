@@ -69,17 +69,22 @@ def test_sent_means_confirmed_a_refused_message_is_an_error(queue_name):
                 '{"max-length": 1, "overflow": "reject-publish"}', "--apply-to", "queues")
     try:
         first = run_new_task("--queue", queue_name, "fits")
-        second = run_new_task("--queue", queue_name, "does not fit")
-        batch = run_new_task("--queue", queue_name, "--stdin", stdin="a\nb\n")
+        second = run_new_task("--queue", queue_name, "does not fit", "--retry-for", "2")
+        batch = run_new_task("--queue", queue_name, "--stdin", "--retry-for", "0", stdin="a\nb\n")
     finally:
         rabbitmqctl("clear_policy", policy)
     assert first.returncode == 0 and first.stdout == " [x] Sent 'fits'\n"
+    # A nack is published again (a cluster may nack while it elects a leader) until --retry-for runs out.
+    refused = "the broker refused to store message 1 'does not fit' (a nack: is the queue full"
     assert second.returncode == 1
     assert second.stdout == ""
-    assert second.stderr.startswith("error: the broker refused to store message 1 'does not fit' (a nack")
-    assert len(second.stderr.splitlines()) == 1
+    warning, error = second.stderr.splitlines()
+    assert warning.startswith(f"warning: {refused}") and warning.endswith("; publishing again, for up to 2 s")
+    assert error.startswith(f"error: {refused}") and error.endswith("; gave up after 2 s of trying")
     assert batch.returncode == 1 and batch.stdout == ""
-    assert "0 messages confirmed, 2 not confirmed" in batch.stderr
+    [error] = batch.stderr.splitlines()
+    assert error.startswith("error: the broker refused to store message 1 'a' (a nack")
+    assert error.endswith("0 messages confirmed, 2 not confirmed (send input from message 1 on again)")
     assert [body for body, _, _ in drain(queue_name)] == [b"fits"]
 
 

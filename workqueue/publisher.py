@@ -1,40 +1,60 @@
 """Publishing with publisher confirms: "Sent" is printed only for what the broker has stored.
 
-Messages are published over one connection with up to ``window`` of them unconfirmed at once, so a
-batch goes at broker speed while every message printed as sent is one the broker confirmed.
+Messages go over one connection with up to ``window`` of them unconfirmed at once, so a batch goes at
+broker speed while every message printed as sent is one the broker confirmed, in input order, the
+lines of one confirm in one write.
+
+A message the broker has not confirmed is published again: after a nack, when no confirm has come
+within ``confirm_timeout`` seconds (both on a new channel), and when the connection is lost (through
+the next node that answers). It goes on until every message is confirmed, or until nothing has been
+confirmed for ``retry_for`` seconds: only then is it an error. A message can so be stored twice (its
+first confirm was lost), never lost once "Sent". While the broker blocks publishers (a memory or
+disk alarm) it waits, says so, and sends once the alarm clears.
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pika
+import pika.exceptions as px
+from pika.adapters.select_connection import IOLoop
 from pika.spec import Basic
 
-from workqueue import broker
-from workqueue.cli import Failure
+from workqueue import broker, cli, nodes
+from workqueue.cli import Failure, warn
 
 WINDOW = 1000  # unconfirmed messages in flight at most
+CONFIRM_TIMEOUT = 5.0  # seconds without a confirm before the unconfirmed messages are published again
+RETRY_FOR = 30.0  # seconds of trying without a confirm before giving up
+PAUSE = 0.5  # seconds before publishing again, or trying the next node
+WATCH = 0.25  # seconds between checks of the timeouts
+BLOCKED_SAY = 1.0  # seconds held back by the broker before saying so
 
 Channel = Any  # pika.channel.Channel: basic_publish and queue_declare as in the tutorial
 
 
 def publish(
-    url: str,
+    urls: list[str],
     declare: Callable[[Channel], None],
     send: Callable[[Channel, str], None],
     messages: Iterable[str],
     sent: Callable[[str], None],
+    confirm_timeout: float = CONFIRM_TIMEOUT,
+    retry_for: float = RETRY_FOR,
     window: int = WINDOW,
 ) -> None:
-    """Open a connection, ``declare(channel)``, ``send(channel, message)`` each message, and call
-    ``sent(message)`` in order as the broker confirms them. Raises Failure on anything less."""
-    params = broker.parameters(url)
+    """Connect to the first of ``urls`` that answers, ``declare(channel)``, ``send(channel, message)``
+    each message, and call ``sent(message)`` in order as the broker confirms them. ``messages`` is a
+    list, or a file such as standard input (one message a line). Raises Failure on anything less."""
+    brokers = nodes.Nodes(urls)
     source = _Source(messages, window)
-    job = _Publisher(params, declare, send, source, sent, window)
+    job = _Publisher(brokers, declare, send, source, sent, window, confirm_timeout, retry_for)
     try:
         job.run()
     except KeyboardInterrupt:
@@ -50,64 +70,67 @@ def publish(
 
 
 class _Source:
-    """The messages to send. A list is taken as it is; any other iterable (standard input, which may
-    wait for a person to type) is read on a thread of its own, so that heartbeats go on meanwhile."""
+    """The messages to send. A list is taken as it is; a file (standard input, which may wait for a
+    person to type) is read on a thread of its own, so that heartbeats go on meanwhile, and handed
+    over in chunks of whatever lines have come."""
 
     def __init__(self, messages: Iterable[str], window: int) -> None:
-        self.ready: collections.deque[str] = collections.deque()
+        self.chunks: collections.deque[list[str]] = collections.deque()  # read, not yet taken
         self.ended = False
         self.failure = ""  # why reading stopped early, if it did
         self.wake: Callable[[], None] = lambda: None
-        self._room = threading.Semaphore(window)
+        self._limit = 2 * window  # messages read ahead of the confirms at most
+        self._unsettled = 0  # messages read and not yet confirmed
+        self._room = threading.Condition()
         self._stopped = False
-        self._scheduled = threading.Event()
         self._thread: threading.Thread | None = None
         self.streamed = not isinstance(messages, (list, tuple))  # a batch: report progress on failure
         if not self.streamed:
             for message in messages:
                 if not _is_text(message):
                     raise Failure("the message is not UTF-8 text")
-            self.ready.extend(messages)
+            self.chunks.append(list(messages))
             self.ended = True
         else:
-            self._thread = threading.Thread(target=self._read, args=(iter(messages),), daemon=True)
+            self._thread = threading.Thread(target=self._read, args=(messages,), daemon=True)
 
     def start(self, wake: Callable[[], None]) -> None:
         """Begin reading; ``wake`` must be safe to call from another thread."""
         self.wake = wake
-        if self._thread:
+        if self._thread and not self._thread.ident:  # not started yet (a new channel starts no new reader)
             self._thread.start()
 
-    def take(self, most: int) -> Iterator[str]:
-        """Up to ``most`` of the messages read so far (on the connection's thread)."""
-        self._scheduled.clear()
-        while self.ready and most > 0:
-            most -= 1
-            yield self.ready.popleft()
+    def take(self) -> list[str]:
+        """The messages read since the last take (on the connection's thread)."""
+        taken: list[str] = []
+        while self.chunks:
+            taken += self.chunks.popleft()
+        return taken
 
     def done(self, count: int) -> None:
         """``count`` messages are confirmed: the reader may read as many more."""
-        for _ in range(count):
-            self._room.release()
+        with self._room:
+            self._unsettled -= count
+            self._room.notify()
 
     def stop(self) -> None:
-        self._stopped = True
-        self._room.release()
+        with self._room:
+            self._stopped = True
+            self._room.notify()
 
-    def _read(self, messages: Iterator[str]) -> None:
+    def _read(self, messages: Iterable[str]) -> None:
         count = 0
         try:
-            for message in messages:
-                if not _is_text(message):
-                    raise UnicodeError  # undecodable bytes, kept by Python as surrogates
-                self._room.acquire()  # read no more than a window ahead of the confirms
-                if self._stopped:
-                    return
-                self.ready.append(message)
-                count += 1
-                if not self._scheduled.is_set():
-                    self._scheduled.set()
-                    self._wake()
+            for chunk in _lines(messages):
+                with self._room:
+                    while self._unsettled >= self._limit and not self._stopped:
+                        self._room.wait()
+                    if self._stopped:
+                        return
+                    self._unsettled += len(chunk)
+                self.chunks.append(chunk)
+                count += len(chunk)
+                self._wake()
         except UnicodeError:
             self.failure = f"input line {count + 1} is not UTF-8 text; it and the lines after it were not sent"
         except OSError as exc:
@@ -123,6 +146,44 @@ class _Source:
             pass
 
 
+def _lines(messages: Iterable[str]) -> Iterable[list[str]]:
+    """Lines in chunks: from a file, each read's complete lines (as many as have come, in one read of
+    the file descriptor); from anything else, one at a time. UnicodeError at a line that is not UTF-8,
+    once the lines before it are out."""
+    try:
+        fd = messages.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is None:
+        for message in messages:
+            if not _is_text(message):
+                raise UnicodeError
+            yield [message]
+        return
+    rest = b""
+    while True:
+        data = os.read(fd, 1 << 16)
+        buffer = rest + data
+        cut = buffer.rfind(b"\n") + 1 if data else len(buffer)  # at the end of input, the last line too
+        block, rest = buffer[:cut], buffer[cut:]
+        if block:
+            try:
+                text = block.decode()
+            except UnicodeDecodeError as exc:  # the lines before the one that is not UTF-8 go out first
+                good = block.rfind(b"\n", 0, exc.start) + 1
+                if good:
+                    yield _split(block[:good].decode())
+                raise UnicodeError from None
+            yield _split(text)
+        if not data:
+            return
+
+
+def _split(text: str) -> list[str]:
+    lines = text.removesuffix("\n").split("\n")
+    return [line.rstrip("\r") for line in lines] if "\r" in text else lines
+
+
 def _is_text(message: str) -> bool:
     try:
         message.encode()
@@ -134,53 +195,92 @@ def _is_text(message: str) -> bool:
 class _Publisher:
     def __init__(
         self,
-        params: pika.URLParameters,
+        brokers: nodes.Nodes,
         declare: Callable[[Channel], None],
         send: Callable[[Channel, str], None],
         source: _Source,
         sent: Callable[[str], None],
         window: int,
+        confirm_timeout: float,
+        retry_for: float,
     ) -> None:
-        self.params = params
+        self.nodes = brokers
         self.declare = declare
         self.send = send
         self.source = source
         self.sent = sent
         self.window = window
-        self.error: str | None = None
+        self.confirm_timeout = confirm_timeout
+        self.retry_for = retry_for
+        self.ioloop = IOLoop()
+        self.connection: pika.SelectConnection | None = None
         self.channel: Any = None
-        self.unconfirmed: collections.deque[str] = collections.deque()  # in delivery-tag order
-        self.published = 0  # delivery tag of the last message published
-        self.confirmed = 0  # messages confirmed and reported, a prefix of those published
-        self.acked: set[int] = set()  # tags acked out of order, beyond the prefix
+        self.ready: collections.deque[str] = collections.deque()  # read, not yet published on this channel
+        self.unconfirmed: collections.deque[str] = collections.deque()  # published on it, in delivery-tag order
+        self.acked: set[int] = set()  # delivery tags acked out of order, beyond the confirmed prefix
         self.acked_upto = 0  # every tag up to this one is acked (multiple acks)
+        self.channel_confirmed = 0  # tags of this channel confirmed and reported, a prefix
+        self.confirmed = 0  # messages confirmed and reported, in all
+        self.waiting_since = 0.0  # when the oldest unconfirmed message began waiting for a confirm
+        self.trouble = ""  # why messages are being published again, while they are
+        self.trouble_since = 0.0
+        self.connected = False  # some node has answered
+        self.tried: list[tuple[int, BaseException]] = []  # nodes that did not answer, this round
+        self.blocked_since: float | None = None  # the broker holds this connection back
+        self.said_blocked = False
         self.closing = False
+        self.error: str | None = None
         self.output_gone = False
+
+    def run(self) -> None:
+        self._connect(0)
+        self.ioloop.call_later(WATCH, self._watch)
+        self.ioloop.start()
+
+    def progress(self) -> str:
+        pending = len(self.unconfirmed) + len(self.ready) + sum(map(len, self.source.chunks))
+        text = f"{self.confirmed} message{'s' * (self.confirmed != 1)} confirmed"
+        if pending:
+            text += f", {pending} not confirmed (send input from message {self.confirmed + 1} on again)"
+        return text
+
+    # connections and channels
+
+    def _connect(self, index: int) -> None:
+        self.nodes.current = index
         self.connection = pika.SelectConnection(
-            params,
+            self.nodes.params[index],
             on_open_callback=self._on_open,
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_closed,
+            custom_ioloop=self.ioloop,
         )
 
-    def run(self) -> None:
-        self.connection.ioloop.start()
-
-    def progress(self) -> str:
-        pending = len(self.unconfirmed) + len(self.source.ready)
-        text = f"{self.confirmed} message{'s' * (self.confirmed != 1)} confirmed"
-        if pending:
-            text += (f", {pending} not confirmed (send input from message {self.confirmed + 1} on again)")
-        return text
-
-    # connection and channel
-
     def _on_open(self, connection: pika.SelectConnection) -> None:
-        connection.channel(on_open_callback=self._on_channel_open)
+        if self.connected:
+            warn(f"warning: connected again, to the broker at {self.nodes.where()}")
+        self.connected, self.tried = True, []
+        connection.add_on_connection_blocked_callback(self._on_blocked)
+        connection.add_on_connection_unblocked_callback(self._on_unblocked)
+        self._open_channel()
 
     def _on_open_error(self, connection: pika.SelectConnection, exc: BaseException) -> None:
-        self.error = broker.explain(exc, self.params)
-        connection.ioloop.stop()
+        if isinstance(exc, nodes.FATAL):  # no other node will take this login either
+            self._stop(broker.explain(exc, self.nodes.params[self.nodes.current]))
+            return
+        self.tried.append((self.nodes.current, exc))
+        following = (self.nodes.current + 1) % len(self.nodes)
+        if not self.connected:  # the first round: each node once, then give up
+            if len(self.tried) < len(self.nodes):
+                self._connect(following)
+            else:
+                self._stop(self.nodes.none_answered(self.tried))
+            return
+        self.ioloop.call_later(PAUSE, lambda: self._connect(following))
+
+    def _open_channel(self) -> None:
+        if self.connection and self.connection.is_open and not self.closing:
+            self.connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_channel_open(self, channel: Any) -> None:
         self.channel = channel
@@ -188,56 +288,93 @@ class _Publisher:
         channel.add_on_return_callback(self._on_return)
         channel.confirm_delivery(ack_nack_callback=self._on_confirm)
         self.declare(channel)  # the broker takes a channel's commands in order: no need to wait
-        self.source.start(lambda: self.connection.ioloop.add_callback_threadsafe(self._pump))
+        self.ready.extendleft(reversed(self.unconfirmed))  # publish again what the last one did not confirm
+        self.unconfirmed.clear()
+        self.acked, self.acked_upto, self.channel_confirmed = set(), 0, 0
+        self.source.start(lambda: self.ioloop.add_callback_threadsafe(self._pump))
         self._pump()
 
     def _pump(self) -> None:
         """Publish what has been read, up to the window; close once all is confirmed."""
-        if self.closing:
+        self.ready.extend(self.source.take())
+        if self.closing or not self.channel or not self.channel.is_open:
             return
-        for message in self.source.take(self.window - len(self.unconfirmed)):
+        if not self.unconfirmed:
+            self.waiting_since = time.monotonic()
+        while self.ready and len(self.unconfirmed) < self.window:
+            message = self.ready.popleft()
             self.send(self.channel, message)
-            self.published += 1
             self.unconfirmed.append(message)
-        if self.source.ended and not self.source.ready and not self.unconfirmed:
-            self._close(self.source.failure and self._with_progress(self.source.failure))
+        if self.source.ended and not self.ready and not self.unconfirmed and not self.source.chunks:
+            self._stop(self.source.failure and self._with_progress(self.source.failure))
 
-    def _close(self, error: str | None = None) -> None:
+    def _again(self, trouble: str, reconnect: bool = False) -> None:
+        """The unconfirmed messages were not stored: publish them again, after a pause, on a new channel
+        (or, with ``reconnect``, through the next node that answers), while the time allows."""
+        now = time.monotonic()
+        if not self.trouble:
+            self.trouble, self.trouble_since = trouble, now
+            if self.retry_for > 0:
+                warn(f"warning: {trouble}; publishing again, for up to {self.retry_for:g} s")
+        if now - self.trouble_since >= self.retry_for:
+            self._stop(self._with_progress(f"{self.trouble}; gave up after {self.retry_for:g} s of trying"
+                                           if self.retry_for > 0 else self.trouble))
+            return
+        channel, self.channel = self.channel, None
+        if reconnect:
+            following = (self.nodes.current + 1) % len(self.nodes)
+            self.ioloop.call_later(PAUSE, lambda: self._connect(following))
+            return
+        if channel and channel.is_open:
+            channel.close()
+        self.ioloop.call_later(PAUSE, self._open_channel)
+
+    def _stop(self, error: str | None = None) -> None:
+        """Close, and end once closed; ``error``, if any, is what the user is told."""
         if error and not self.error:
             self.error = error
-        if not self.closing:
-            self.closing = True
-            if self.connection.is_open:
-                self.connection.close()
+        if self.closing:
+            return
+        self.closing = True
+        if self.connection and self.connection.is_open:
+            self.connection.close()
+        elif not (self.connection and self.connection.is_closing):
+            self.ioloop.stop()
 
     def _on_channel_closed(self, channel: Any, reason: Exception) -> None:
-        if not self.closing:
-            self._close(self._failed(reason))
+        if channel is self.channel and not self.closing:  # the broker closed it: no retry will mend that
+            self._stop(self._with_progress(broker.explain(reason, self.nodes.params[self.nodes.current])))
 
     def _on_closed(self, connection: pika.SelectConnection, reason: Exception) -> None:
-        if not self.closing:
-            self.closing = True
-            self.error = self.error or self._failed(reason)
-        connection.ioloop.stop()
-
-    def _failed(self, reason: BaseException) -> str:
-        return self._with_progress(broker.explain(reason, self.params))
+        if self.closing:
+            self.ioloop.stop()
+        elif isinstance(reason, px.ConnectionBlockedTimeout):
+            self._stop(self._with_progress(
+                f"the broker at {self.nodes.where()} held this publisher back for longer than its "
+                "blocked_connection_timeout: it is low on memory or disk (a resource alarm); free some, "
+                "or raise the broker's limits"))
+            self.ioloop.stop()
+        else:
+            self.blocked_since = None
+            self._again(f"lost the connection to the broker at {self.nodes.where()} ({nodes.reason(reason)})",
+                        reconnect=True)
+            if self.closing:
+                self.ioloop.stop()
 
     def _with_progress(self, text: str) -> str:
         """For a batch, say how far it got: what a user needs to send the rest again."""
         return f"{text}; {self.progress()}" if self.source.streamed else text
 
-    # confirms and returns
+    # confirms, returns, alarms
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
         if isinstance(method, Basic.Nack):
             self._report()
-            index = method.delivery_tag - self.confirmed - 1
+            index = method.delivery_tag - self.channel_confirmed - 1
             what = repr(self.unconfirmed[index]) if 0 <= index < len(self.unconfirmed) else ""
-            text = (f"the broker refused to store message {method.delivery_tag} {what} (a nack: is the queue "
-                    "full, with a max-length policy, or the broker short of memory or disk?)")
-            self._close(self._with_progress(text))
+            self._again(f"the broker refused to store message {self.confirmed + index + 1} {what} (a nack: is "
+                        "the queue full, with a max-length policy, or a cluster node down?)")
             return
         if method.multiple:
             self.acked_upto = max(self.acked_upto, method.delivery_tag)
@@ -247,29 +384,61 @@ class _Publisher:
         self._pump()
 
     def _report(self) -> None:
-        """Say "sent" for the confirmed messages, in the order they were sent."""
+        """Say "sent" for the confirmed messages, in the order they were sent, in one write."""
         if self.error or self.output_gone:
             return
-        while self.unconfirmed:
-            tag = self.confirmed + 1
-            if tag <= self.acked_upto:
-                pass
-            elif tag in self.acked:
-                self.acked.discard(tag)
-            else:
-                break
-            self.confirmed = tag
-            try:
-                self.sent(self.unconfirmed.popleft())
-            except BrokenPipeError:  # whoever read the output has gone (`| head`): stop, quietly
-                self.output_gone = True
-                self._close("")
-                return
-            self.source.done(1)
+        count = 0
+        try:
+            with cli.one_write():
+                while self.unconfirmed:
+                    tag = self.channel_confirmed + 1
+                    if tag <= self.acked_upto:
+                        pass
+                    elif tag in self.acked:
+                        self.acked.discard(tag)
+                    else:
+                        break
+                    self.channel_confirmed = tag
+                    count += 1
+                    self.sent(self.unconfirmed.popleft())
+        except BrokenPipeError:  # whoever read the output has gone (`| head`): stop, quietly
+            self.output_gone = True
+            self._stop()
+        if count:
+            self.confirmed += count
+            self.waiting_since = time.monotonic()
+            self.trouble = ""
+            self.source.done(count)
 
     def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         # A mandatory message no queue took: it is confirmed too, but it was not stored.
         self._report()
         text = (f"no queue took the message {body.decode(errors='replace')!r} (routing key "
                 f"{method.routing_key!r}; was the queue deleted?)")
-        self._close(self._with_progress(text))
+        self._stop(self._with_progress(text))
+
+    def _on_blocked(self, connection: Any, frame: Any) -> None:
+        self.blocked_since = time.monotonic()
+
+    def _on_unblocked(self, connection: Any, frame: Any) -> None:
+        self.blocked_since = None
+        self.waiting_since = time.monotonic()
+        if self.said_blocked:
+            self.said_blocked = False
+            warn(f"warning: the broker at {self.nodes.where()} takes messages again")
+
+    def _watch(self) -> None:
+        """Now and then: say so when held back; publish again what waits too long for its confirm."""
+        if self.closing:
+            return
+        self.ioloop.call_later(WATCH, self._watch)
+        now = time.monotonic()
+        if self.blocked_since is not None:
+            if not self.said_blocked and now - self.blocked_since >= BLOCKED_SAY:
+                self.said_blocked = True
+                warn(f"warning: the broker at {self.nodes.where()} is holding this publisher back: it is low on "
+                     "memory or disk (a resource alarm); waiting for it to clear (Ctrl+C to stop)")
+        elif self.unconfirmed and self.channel and now - self.waiting_since >= self.confirm_timeout:
+            self._again(f"no confirm from the broker at {self.nodes.where()} for {self.confirm_timeout:g} s")
+        elif self.trouble and now - self.trouble_since >= self.retry_for:
+            self._again(self.trouble)
