@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import pika.exceptions as px
 
 from workqueue import broker
@@ -32,8 +34,15 @@ class Nodes:
         if len(errors) == 1:
             index, exc = errors[0]
             return broker.explain(exc, self.params[index])
-        tried = "; ".join(f"{self.where(index)} ({reason(exc)})" for index, exc in errors)
+        tried = "; ".join(f"{self.where(index)} ({self._detail(index, exc)})" for index, exc in errors)
         return f"no broker answered at any of the {len(errors)} URLs given: {tried}; {broker.START_HINT}"
+
+    def _detail(self, index: int, exc: BaseException) -> str:
+        """A few words for a node that did not answer; the whole story for a TLS problem."""
+        cause = broker.root_cause(exc)
+        if isinstance(cause, ssl.SSLError) or not isinstance(cause, OSError):
+            return broker.explain(exc, self.params[index])
+        return reason(exc)
 
 
 def reason(exc: BaseException) -> str:
