@@ -303,6 +303,97 @@ def private_broker() -> Iterator[PrivateBroker]:
     node.close()
 
 
+class Cluster:
+    """Three private nodes that form one RabbitMQ cluster: classic_config peer discovery, one Erlang
+    cookie, distinct ports. A member SIGKILLed and started again rejoins by itself."""
+
+    def __init__(self, size: int = 3) -> None:
+        names = [f"wqc{i}" for i in range(1, size + 1)]
+        peers = "".join(f"cluster_formation.classic_config.nodes.{i} = {name}{os.getpid()}@localhost\n"
+                        for i, name in enumerate(names, 1))
+        config = "cluster_formation.peer_discovery_backend = classic_config\n" + peers
+        cookie = uuid.uuid4().hex
+        self.nodes = [PrivateBroker(name, config=config, cookie=cookie) for name in names]
+        self.urls = [node.url for node in self.nodes]
+
+    def start(self) -> None:
+        for node in self.nodes:  # side by side: each waits for its peers while it forms the cluster
+            node.start(wait=False)
+        for node in self.nodes:
+            node.wait_ready(timeout=180)
+        self.wait_whole()
+
+    def live(self) -> PrivateBroker:
+        for node in self.nodes:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", node.port)) == 0:
+                    return node
+        raise AssertionError("no node of the cluster is up")
+
+    def running(self) -> set[str]:
+        """The nodes the cluster sees running."""
+        out = rabbitmqctl("eval", "rabbit_nodes:all_running().", node=self.live())
+        return set(re.findall(r"'?([\w.-]+@[\w.-]+)'?", out))
+
+    def wait_whole(self, timeout: float = 120) -> None:
+        """Until every member runs and takes connections again."""
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                node.start(wait=False)
+        for node in self.nodes:
+            node.wait_ready(timeout=max(1, deadline - time.monotonic()))
+        while self.running() != {node.nodename for node in self.nodes}:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the cluster did not come whole: {self.running()}")
+            time.sleep(0.5)
+
+    def node(self, nodename: str) -> PrivateBroker:
+        [found] = [node for node in self.nodes if node.nodename == nodename]
+        return found
+
+    def leader(self, queue: str) -> PrivateBroker:
+        """The node that leads a quorum queue now."""
+        out = rabbitmqctl("list_queues", "-q", "--no-table-headers", "name", "leader", node=self.live())
+        for line in out.splitlines():
+            name, _, leader = line.partition("\t")
+            if name == queue:
+                return self.node(leader.strip())
+        raise AssertionError(f"no queue {queue!r} in {out!r}")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+@pytest.fixture(scope="session")
+def cluster_nodes() -> Iterator[Cluster]:
+    if not (RABBIT_BIN / "rabbitmq-server").exists():
+        pytest.fail("RabbitMQ is not installed: /usr/lib/rabbitmq/bin/rabbitmq-server is missing (see .ci/run)")
+    nodes = Cluster()
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.close()
+
+
+@pytest.fixture
+def cluster(cluster_nodes: Cluster) -> Cluster:
+    """The session's cluster, whole again (a test before may have killed a member)."""
+    cluster_nodes.wait_whole()
+    return cluster_nodes
+
+
+@pytest.fixture
+def cluster_queue(cluster_nodes: Cluster, request) -> Iterator[str]:
+    """A quorum queue's name; the queue is deleted afterwards, through whichever node is up."""
+    name = f"test.{request.node.name[:40]}.{uuid.uuid4().hex[:8]}"
+    yield name
+    cluster_nodes.wait_whole()
+    delete_queue(name, cluster_nodes.live().url)
+
+
 @pytest.fixture
 def private_queue(private_broker: PrivateBroker, request) -> Iterator[str]:
     name = f"test.{request.node.name[:40]}.{uuid.uuid4().hex[:8]}"

@@ -342,7 +342,8 @@ class _Publisher:
             self.ioloop.stop()
 
     def _on_channel_closed(self, channel: Any, reason: Exception) -> None:
-        if channel is self.channel and not self.closing:  # the broker closed it: no retry will mend that
+        # Closed by the broker: no retry will mend that. (A lost connection closes it too: see _on_closed.)
+        if channel is self.channel and not self.closing and isinstance(reason, px.ChannelClosedByBroker):
             self._stop(self._with_progress(broker.explain(reason, self.nodes.params[self.nodes.current])))
 
     def _on_closed(self, connection: pika.SelectConnection, reason: Exception) -> None:
