@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -26,8 +22,10 @@ import pika
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from demo.cluster import RABBIT_BIN, Cluster, Node, free_port  # noqa: E402, F401 - free_port for the tests
+
 URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/%2F")
-RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 
 
 def script_env(url: str | None = None) -> dict[str, str]:
@@ -184,7 +182,7 @@ def drain(name: str, url: str = URL) -> list[tuple[bytes, pika.spec.BasicPropert
         conn.close()
 
 
-def rabbitmqctl(*args: str, node: PrivateBroker | None = None) -> str:
+def rabbitmqctl(*args: str, node: Node | None = None) -> str:
     if node:
         cmd, env = [str(RABBIT_BIN / "rabbitmqctl"), "-n", node.nodename, *args], node.env
     else:
@@ -192,7 +190,7 @@ def rabbitmqctl(*args: str, node: PrivateBroker | None = None) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, check=True, timeout=120).stdout
 
 
-def queue_counts(name: str, node: PrivateBroker | None = None) -> tuple[int, int]:
+def queue_counts(name: str, node: Node | None = None) -> tuple[int, int]:
     """(ready, unacknowledged) as the broker reports them."""
     out = rabbitmqctl("list_queues", "-q", "--no-table-headers", "name", "messages_ready",
                       "messages_unacknowledged", node=node)
@@ -203,94 +201,19 @@ def queue_counts(name: str, node: PrivateBroker | None = None) -> tuple[int, int
     raise AssertionError(f"no queue {name!r} in {out!r}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class PrivateBroker:
+class PrivateBroker(Node):
     """A RabbitMQ node of the tests' own, to restart or kill without touching the shared broker."""
 
     def __init__(self, name: str = "wqtest", config: str = "", plugins: tuple[str, ...] = (),
                  cookie: str | None = None) -> None:
-        """``config``: more lines of rabbitmq.conf; ``plugins``: plugins to enable; ``cookie``: the
-        Erlang cookie (nodes of one cluster share one)."""
-        self.dir = Path(tempfile.mkdtemp(prefix=f"wq-{name}-"))
-        self.port = free_port()
-        self.nodename = f"{name}{os.getpid()}@localhost"
-        (self.dir / "enabled_plugins").write_text(f"[{','.join(plugins)}].")
         # A small max_message_size, so that a test can send a message too large to take.
-        (self.dir / "rabbitmq.conf").write_text("max_message_size = 65536\n" + config)
-        if cookie:
-            (self.dir / ".erlang.cookie").write_text(cookie)
-            (self.dir / ".erlang.cookie").chmod(0o400)
-        self.env = dict(
-            os.environ,
-            HOME=str(self.dir),
-            RABBITMQ_NODENAME=self.nodename,
-            RABBITMQ_NODE_PORT=str(self.port),
-            RABBITMQ_DIST_PORT=str(free_port()),
-            RABBITMQ_MNESIA_BASE=str(self.dir / "mnesia"),
-            RABBITMQ_LOG_BASE=str(self.dir / "log"),
-            RABBITMQ_PID_FILE=str(self.dir / "pid"),
-            RABBITMQ_ENABLED_PLUGINS_FILE=str(self.dir / "enabled_plugins"),
-            RABBITMQ_CONFIG_FILE=str(self.dir / "rabbitmq"),
-        )
-        self.url = f"amqp://guest:guest@localhost:{self.port}/%2F"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, wait: bool = True) -> None:
-        self.proc = subprocess.Popen([str(RABBIT_BIN / "rabbitmq-server")], env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
-        if wait:
-            self.wait_ready()
-
-    def wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                connect(self.url).close()
-                return
-            except pika.exceptions.AMQPError:
-                time.sleep(0.3)
-        raise AssertionError(f"private broker on port {self.port} did not start; see {self.dir / 'log'}")
+        super().__init__(name, "max_message_size = 65536\n" + config, plugins, cookie)
 
     def restart(self) -> None:
         """A graceful restart: every connection is closed, durable state is kept."""
         rabbitmqctl("stop_app", node=self)
         rabbitmqctl("start_app", node=self)
         self.wait_ready()
-
-    def kill(self) -> None:
-        """SIGKILL the broker, as a crash would."""
-        pid = int((self.dir / "pid").read_text().strip())
-        os.kill(pid, signal.SIGKILL)
-        if self.proc:
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) != 0:
-                    return
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        try:
-            rabbitmqctl("stop", node=self)
-        except (subprocess.SubprocessError, OSError):
-            pass
-        if self.proc:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(30)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -301,69 +224,6 @@ def private_broker() -> Iterator[PrivateBroker]:
     node.start()
     yield node
     node.close()
-
-
-class Cluster:
-    """Three private nodes that form one RabbitMQ cluster: classic_config peer discovery, one Erlang
-    cookie, distinct ports. A member SIGKILLed and started again rejoins by itself."""
-
-    def __init__(self, size: int = 3) -> None:
-        names = [f"wqc{i}" for i in range(1, size + 1)]
-        peers = "".join(f"cluster_formation.classic_config.nodes.{i} = {name}{os.getpid()}@localhost\n"
-                        for i, name in enumerate(names, 1))
-        config = "cluster_formation.peer_discovery_backend = classic_config\n" + peers
-        cookie = uuid.uuid4().hex
-        self.nodes = [PrivateBroker(name, config=config, cookie=cookie) for name in names]
-        self.urls = [node.url for node in self.nodes]
-
-    def start(self) -> None:
-        for node in self.nodes:  # side by side: each waits for its peers while it forms the cluster
-            node.start(wait=False)
-        for node in self.nodes:
-            node.wait_ready(timeout=180)
-        self.wait_whole()
-
-    def live(self) -> PrivateBroker:
-        for node in self.nodes:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", node.port)) == 0:
-                    return node
-        raise AssertionError("no node of the cluster is up")
-
-    def running(self) -> set[str]:
-        """The nodes the cluster sees running."""
-        out = rabbitmqctl("eval", "rabbit_nodes:all_running().", node=self.live())
-        return set(re.findall(r"'?([\w.-]+@[\w.-]+)'?", out))
-
-    def wait_whole(self, timeout: float = 120) -> None:
-        """Until every member runs and takes connections again."""
-        deadline = time.monotonic() + timeout
-        for node in self.nodes:
-            if node.proc is None or node.proc.poll() is not None:
-                node.start(wait=False)
-        for node in self.nodes:
-            node.wait_ready(timeout=max(1, deadline - time.monotonic()))
-        while self.running() != {node.nodename for node in self.nodes}:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the cluster did not come whole: {self.running()}")
-            time.sleep(0.5)
-
-    def node(self, nodename: str) -> PrivateBroker:
-        [found] = [node for node in self.nodes if node.nodename == nodename]
-        return found
-
-    def leader(self, queue: str) -> PrivateBroker:
-        """The node that leads a quorum queue now."""
-        out = rabbitmqctl("list_queues", "-q", "--no-table-headers", "name", "leader", node=self.live())
-        for line in out.splitlines():
-            name, _, leader = line.partition("\t")
-            if name == queue:
-                return self.node(leader.strip())
-        raise AssertionError(f"no queue {queue!r} in {out!r}")
-
-    def close(self) -> None:
-        for node in self.nodes:
-            node.close()
 
 
 @pytest.fixture(scope="session")

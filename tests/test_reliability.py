@@ -173,13 +173,15 @@ def test_every_message_printed_as_sent_survives_a_broker_crash(private_broker, p
     assert 5 < len(sent) < 200
     stored = [body.decode() for body, _, _ in drain(private_queue, private_broker.url)]
     assert set(sent) <= set(stored)
-    assert all(line.startswith("error: ") for line in err.splitlines())
+    assert all(line.startswith(("error: ", "warning: ")) for line in err.splitlines())
     assert "Traceback" not in err
 
 
 def test_stdin_batch_reports_what_was_confirmed_when_the_broker_crashes(private_broker, private_queue):
     total = 300_000
-    proc = subprocess.Popen([sys.executable, "new_task.py", "--queue", private_queue, "--stdin"], cwd=ROOT,
+    # No other node to go to: it tries the dead one again for --retry-for seconds, then says where to resume.
+    proc = subprocess.Popen([sys.executable, "new_task.py", "--queue", private_queue, "--stdin", "--retry-for", "2"],
+                            cwd=ROOT,
                             env=script_env(private_broker.url), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     seen = []
@@ -206,8 +208,11 @@ def test_stdin_batch_reports_what_was_confirmed_when_the_broker_crashes(private_
     assert proc.returncode == 1
     assert 20_000 <= len(sent) < total
     assert sent == [f"m{i}" for i in range(len(sent))]  # in order, a prefix of the input
-    [line] = err.splitlines()
-    assert line.startswith("error: ") and f"{len(sent)} messages confirmed" in line
+    warning, line = err.splitlines()
+    assert warning.startswith(f"warning: lost the connection to the broker at localhost:{private_broker.port} (")
+    assert warning.endswith("; publishing again, for up to 2 s")
+    assert line.startswith("error: lost the connection") and "; gave up after 2 s of trying; " in line
+    assert f"{len(sent)} messages confirmed" in line
     assert f"from message {len(sent) + 1} on" in line
     stored = {body.decode() for body, _, _ in drain(private_queue, private_broker.url)}
     assert set(sent) <= stored

@@ -372,7 +372,7 @@ class _Publisher:
         method = frame.method
         if isinstance(method, Basic.Nack):
             self._report()
-            index = method.delivery_tag - self.channel_confirmed - 1
+            index = 0 if method.multiple else method.delivery_tag - self.channel_confirmed - 1  # the first refused
             what = repr(self.unconfirmed[index]) if 0 <= index < len(self.unconfirmed) else ""
             self._again(f"the broker refused to store message {self.confirmed + index + 1} {what} (a nack: is "
                         "the queue full, with a max-length policy, or a cluster node down?)")

@@ -1,0 +1,231 @@
+#!/usr/bin/env python
+"""Run a RabbitMQ cluster of three nodes on this machine, without Docker, until Ctrl+C.
+
+Each node is a RabbitMQ server of its own (Debian's or Ubuntu's rabbitmq-server package), with its
+data, logs and Erlang cookie in a temporary folder, its own AMQP port, and classic_config peer
+discovery naming the others, so that the three form one cluster as they start (about 20 s). It
+prints the AMQP_URL that names all three; Ctrl+C stops them and removes their folders. The tests
+start their nodes and clusters with the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
+RESTART_AFTER = 10.0  # seconds a killed node stays down before `python -m demo.cluster` starts it again
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def answers(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Node:
+    """A RabbitMQ node of its own: started from rabbitmq-server with its own RABBITMQ_* variables and
+    HOME in a temporary folder, so that it shares nothing with the machine's broker."""
+
+    def __init__(self, name: str = "wqnode", config: str = "", plugins: tuple[str, ...] = (),
+                 cookie: str | None = None, port: int | None = None) -> None:
+        """``config``: lines of rabbitmq.conf; ``plugins``: plugins to enable; ``cookie``: the Erlang
+        cookie (the nodes of one cluster share one)."""
+        self.dir = Path(tempfile.mkdtemp(prefix=f"wq-{name}-"))
+        self.port = port or free_port()
+        self.nodename = f"{name}{os.getpid()}@localhost"
+        (self.dir / "enabled_plugins").write_text(f"[{','.join(plugins)}].")
+        (self.dir / "rabbitmq.conf").write_text(config)
+        if cookie:
+            (self.dir / ".erlang.cookie").write_text(cookie)
+            (self.dir / ".erlang.cookie").chmod(0o400)
+        self.env = dict(
+            os.environ,
+            HOME=str(self.dir),
+            RABBITMQ_NODENAME=self.nodename,
+            RABBITMQ_NODE_PORT=str(self.port),
+            RABBITMQ_DIST_PORT=str(free_port()),
+            RABBITMQ_MNESIA_BASE=str(self.dir / "mnesia"),
+            RABBITMQ_LOG_BASE=str(self.dir / "log"),
+            RABBITMQ_PID_FILE=str(self.dir / "pid"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(self.dir / "enabled_plugins"),
+            RABBITMQ_CONFIG_FILE=str(self.dir / "rabbitmq"),
+        )
+        self.url = f"amqp://guest:guest@localhost:{self.port}/%2F"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> None:
+        self.proc = subprocess.Popen([str(RABBIT_BIN / "rabbitmq-server")], env=self.env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Until the node takes AMQP connections."""
+        import pika  # only here: `python -m demo.cluster` needs no more than the tests do
+        import pika.exceptions
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                pika.BlockingConnection(pika.URLParameters(self.url)).close()
+                return
+            except pika.exceptions.AMQPError:
+                time.sleep(0.3)
+        raise RuntimeError(f"the RabbitMQ node on port {self.port} did not start; see {self.dir / 'log'}")
+
+    def ctl(self, *args: str) -> str:
+        """rabbitmqctl for this node."""
+        return subprocess.run([str(RABBIT_BIN / "rabbitmqctl"), "-n", self.nodename, *args], capture_output=True,
+                              text=True, env=self.env, check=True, timeout=120).stdout
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the node, as a crash would; returns once its port is closed."""
+        pid = int((self.dir / "pid").read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+        if self.proc:
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while answers(self.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        """Stop the node and remove its folder."""
+        try:
+            self.ctl("stop")
+        except (subprocess.SubprocessError, OSError):
+            pass
+        if self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Cluster:
+    """Nodes that form one RabbitMQ cluster: classic_config peer discovery, one Erlang cookie, distinct
+    ports. A member SIGKILLed and started again rejoins by itself."""
+
+    def __init__(self, size: int = 3, name: str = "wqc", config: str = "") -> None:
+        names = [f"{name}{i}" for i in range(1, size + 1)]
+        peers = "".join(f"cluster_formation.classic_config.nodes.{i} = {node}{os.getpid()}@localhost\n"
+                        for i, node in enumerate(names, 1))
+        config += "cluster_formation.peer_discovery_backend = classic_config\n" + peers
+        cookie = uuid.uuid4().hex
+        self.nodes = [Node(node, config=config, cookie=cookie) for node in names]
+        self.urls = [node.url for node in self.nodes]
+
+    def start(self) -> None:
+        for node in self.nodes:  # side by side: each waits for its peers while they form the cluster
+            node.start(wait=False)
+        self.wait_whole(timeout=180)
+
+    def live(self) -> Node:
+        for node in self.nodes:
+            if answers(node.port):
+                return node
+        raise RuntimeError("no node of the cluster is up")
+
+    def members_running(self) -> set[str]:
+        """The names of the nodes the cluster sees running."""
+        out = self.live().ctl("eval", "rabbit_nodes:all_running().")
+        return set(re.findall(r"[\w.-]+@[\w.-]+", out))
+
+    def wait_whole(self, timeout: float = 120) -> None:
+        """Start any member that is not running; return once every member runs and takes connections."""
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            if not node.running():
+                node.start(wait=False)
+        for node in self.nodes:
+            node.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
+        while self.members_running() != {node.nodename for node in self.nodes}:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not come whole: {self.members_running()}")
+            time.sleep(0.5)
+
+    def node(self, nodename: str) -> Node:
+        [found] = [node for node in self.nodes if node.nodename == nodename]
+        return found
+
+    def leader(self, queue: str) -> Node:
+        """The node that leads a quorum queue now."""
+        out = self.live().ctl("list_queues", "-q", "--no-table-headers", "name", "leader")
+        for line in out.splitlines():
+            name, _, leader = line.partition("\t")
+            if name == queue:
+                return self.node(leader.strip())
+        raise RuntimeError(f"no queue {queue!r} in {out!r}")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=3, help="how many nodes (default: 3)")
+    args = parser.parse_args()
+    if not (RABBIT_BIN / "rabbitmq-server").exists():
+        raise SystemExit(f"error: {RABBIT_BIN / 'rabbitmq-server'} is missing: install RabbitMQ "
+                         "(`sudo apt-get install rabbitmq-server`)")
+    cluster = Cluster(args.nodes)
+    try:
+        print(f"starting {args.nodes} nodes ...", flush=True)
+        cluster.start()
+        print(f"a cluster of {args.nodes} nodes runs on ports {', '.join(str(n.port) for n in cluster.nodes)}:\n")
+        print(f"  export AMQP_URL='{';'.join(cluster.urls)}'\n")
+        print("then, in terminals with that AMQP_URL: python worker.py --queue-type quorum, and "
+              "python new_task.py --queue-type quorum ...")
+        for node in cluster.nodes:
+            print(f"  kill node {node.nodename}: kill -9 $(cat {node.dir / 'pid'})")
+        print(f"A node killed is started again after {RESTART_AFTER:g} s, and rejoins. Ctrl+C stops them all.",
+              flush=True)
+        down: dict[str, float] = {}
+        while True:
+            time.sleep(1)
+            for node in cluster.nodes:
+                if node.running():
+                    continue
+                if node.nodename not in down:
+                    down[node.nodename] = time.monotonic()
+                    print(f"node {node.nodename} (port {node.port}) is down", flush=True)
+                elif time.monotonic() - down[node.nodename] >= RESTART_AFTER:
+                    del down[node.nodename]
+                    print(f"starting node {node.nodename} again", flush=True)
+                    node.start(wait=False)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    finally:
+        print("stopping the nodes ...", flush=True)
+        cluster.close()
+
+
+if __name__ == "__main__":
+    main()
