@@ -3,7 +3,7 @@
 
     python bench/run.py                 # the full run, a few minutes
     python bench/run.py --quick         # fewer repeats, smaller batches: checks that it all works
-    python bench/run.py --only drain    # one section (invocation, batch, drain, experiment); repeatable
+    python bench/run.py --only drain    # one section (invocation, batch, drain, experiment, cluster); repeatable
 
 The plain tutorial's scripts (in bench/, named seed_*.py): seed_new_task.py and seed_worker.py are the
 tutorial's new_task.py and worker.py (the worker with the one change pika 1.x needs);
@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pika  # type: ignore[import-untyped]
 
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PY = sys.executable
 URL = "amqp://guest:guest@localhost:5672/%2F"  # the tutorial's scripts know only localhost
-SECTIONS = ("invocation", "batch", "drain", "experiment")
+SECTIONS = ("invocation", "batch", "drain", "experiment", "cluster")
 
 
 def progress(message: str) -> None:
@@ -50,35 +51,35 @@ def progress(message: str) -> None:
 # Queues
 
 
-def connect() -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.URLParameters(URL))
+def connect(url: str = URL) -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.URLParameters(url.split(";")[0]))
 
 
-def declare(kind: str = "classic") -> str:
+def declare(kind: str = "classic", url: str = URL) -> str:
     name = f"bench.{uuid.uuid4().hex[:10]}"
-    conn = connect()
+    conn = connect(url)
     args = {"x-queue-type": "quorum"} if kind == "quorum" else None
     conn.channel().queue_declare(name, durable=True, arguments=args)
     conn.close()
     return name
 
 
-def delete(name: str) -> None:
-    conn = connect()
+def delete(name: str, url: str = URL) -> None:
+    conn = connect(url)
     conn.channel().queue_delete(name)
     conn.close()
 
 
-def depth(name: str) -> int:
-    conn = connect()
+def depth(name: str, url: str = URL) -> int:
+    conn = connect(url)
     count: int = conn.channel().queue_declare(name, passive=True).method.message_count
     conn.close()
     return count
 
 
-def env_for(queue: str, **extra: str) -> dict[str, str]:
+def env_for(queue: str, url: str = URL, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "AMQP_URL"}
-    return {**env, "QUEUE": queue, "AMQP_URL": URL, **extra}
+    return {**env, "QUEUE": queue, "AMQP_URL": url, **extra}
 
 
 # Running a script, its output read through a pipe
@@ -185,19 +186,20 @@ class Batch:
     blocking: Pairs  # msg/s: ours, the tutorial's publisher with a blocking confirm per message
 
 
-def publish_rate(name: str, cmd: list[str], count: int, **extra: str) -> float:
+def publish_rate(name: str, cmd: list[str], count: int, url: str = URL, kind: str = "classic",
+                 **extra: str) -> float:
     """msg/s of one publisher sending ``count`` lines of stdin; checks that all were stored and printed."""
-    queue = declare()
+    queue = declare(kind, url)
     try:
         lines = "".join(f"task {i}.\n" for i in range(count)).encode()
-        args = cmd + (["--queue", queue] if name == "ours" else [])
-        seconds, out = piped(args, env_for(queue, **extra), stdin=lines)
-        stored, printed = depth(queue), sent_lines(out)
+        args = cmd + (["--queue", queue, "--queue-type", kind] if name == "ours" else [])
+        seconds, out = piped(args, env_for(queue, url, **extra), stdin=lines)
+        stored, printed = depth(queue, url), sent_lines(out)
         if stored != count or printed != count:
             raise RuntimeError(f"{name}: {stored} of {count} messages in the queue, {printed} 'Sent' lines")
         return count / seconds
     finally:
-        delete(queue)
+        delete(queue, url)
 
 
 def batch(count: int, confirm_count: int, repeat: int) -> Batch:
@@ -299,19 +301,21 @@ def drain(count: int, runs: int) -> dict[str, Drain]:
 
 
 class Lines:
-    """A child process's stdout lines, each with the time it came."""
+    """A child process's stdout and stderr lines, each with the time it came."""
 
     def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
         self.got: list[tuple[float, str]] = []
+        self.errors: list[tuple[float, str]] = []
         self.changed = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read, args=(self.proc.stdout, self.got), daemon=True).start()
+        threading.Thread(target=self._read, args=(self.proc.stderr, self.errors), daemon=True).start()
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
+    def _read(self, stream: Any, into: list[tuple[float, str]]) -> None:
+        for line in stream:
             with self.changed:
-                self.got.append((time.perf_counter(), line.rstrip("\n")))
+                into.append((time.perf_counter(), line.rstrip("\n")))
                 self.changed.notify_all()
 
     def count(self, text: str) -> int:
@@ -404,6 +408,73 @@ def timeline(run: Experiment, scale: float = 0.05) -> str:
     return "\n".join(rows)
 
 
+# 5. A cluster of three nodes: publishing to a quorum queue, and a worker's failover
+
+
+@dataclass
+class ClusterRun:
+    lines: int
+    publish: Pairs = field(default_factory=Pairs)  # msg/s to a quorum queue: three nodes, one node
+    failover: list[float] = field(default_factory=list)  # s from a node's SIGKILL to the next Done elsewhere
+
+
+def failover_once(cluster: Any) -> float:
+    """A worker of short tasks on the cluster's first node; that node is SIGKILLed: seconds from the kill
+    to the worker's first Done after it says it is connected again (through another node)."""
+    urls = ";".join(cluster.urls)
+    queue = declare("quorum", urls)
+    worker = None
+    try:
+        _, out = piped([PY, "new_task.py", "--queue", queue, "--queue-type", "quorum", "--stdin"],
+                       env_for(queue, urls), stdin=b"x\n" * 2000)
+        worker = Lines([PY, "worker.py", "--queue", queue, "--queue-type", "quorum", "--sleep", "0.01"],
+                       env_for(queue, urls))
+        worker.wait_for(" [x] Done", 50)
+        killed = time.perf_counter()
+        cluster.nodes[0].kill()
+        deadline = time.monotonic() + 120
+        with worker.changed:
+            while True:
+                back = [t for t, line in worker.errors if "connected again" in line]
+                done = [t for t, line in worker.got if back and t > back[0] and line == " [x] Done"]
+                if done:
+                    return done[0] - killed
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no Done after the kill; stderr: {worker.errors}")
+                worker.changed.wait(1)
+    finally:
+        if worker:
+            worker.stop()
+        cluster.wait_whole()
+        delete(queue, urls)
+
+
+def cluster_runs(count: int, repeat: int) -> ClusterRun:
+    sys.path.insert(0, str(ROOT))
+    from demo.cluster import Cluster, Node  # the tests' and `python -m demo.cluster`'s nodes
+
+    result = ClusterRun(count)
+    single, cluster = Node("wqbench"), Cluster(name="wqbench-c")
+    try:
+        progress("starting a node and a cluster of three")
+        single.start(wait=False)
+        cluster.start()
+        single.wait_ready()
+        ours = [PY, "new_task.py", "--stdin"]
+        for i in range(repeat):
+            progress(f"cluster: publishing {i + 1}/{repeat}")
+            in_turn(i, lambda: result.publish.ours.append(publish_rate("ours", ours, count, ";".join(cluster.urls),
+                                                                       "quorum")),
+                    lambda: result.publish.base.append(publish_rate("ours", ours, count, single.url, "quorum")))
+        for i in range(repeat):
+            progress(f"cluster: failover {i + 1}/{repeat}")
+            result.failover.append(failover_once(cluster))
+    finally:
+        single.close()
+        cluster.close()
+    return result
+
+
 # The report
 
 
@@ -451,7 +522,7 @@ def ratio_cell(pairs: Pairs, unit: str) -> str:
 
 
 def report(inv: Pairs | None, rates: Batch | None, drains: dict[str, Drain] | None,
-           runs: list[Experiment]) -> None:
+           runs: list[Experiment], nodes: ClusterRun | None = None) -> None:
     if inv or rates or drains:
         print("Each number is the median of the repeats, then (min–max) over them. Ours and the plain "
               "tutorial's run in turn, so each repeat is a pair. The ratio is ours ÷ the tutorial's: that of "
@@ -498,6 +569,16 @@ def report(inv: Pairs | None, rates: Batch | None, drains: dict[str, Drain] | No
             print("```")
             print(timeline(run))
             print("```")
+    if nodes:
+        n = len(nodes.publish.ours)
+        print("\nA cluster of three private nodes on this machine, and one private node alike (`demo/cluster.py`):\n")
+        print("| what | three nodes | one node | ratio |")
+        print("|---|---|---|---|")
+        row(f"batch of {nodes.lines:,} lines, `--stdin`, to a quorum queue, all confirmed (msg/s; {n} runs)",
+            spread(nodes.publish.ours, count_fmt), spread(nodes.publish.base, count_fmt),
+            ratio_cell(nodes.publish, "the rate"))
+        row(f"a worker's node SIGKILLed: seconds to its next Done through another node ({len(nodes.failover)} runs)",
+            spread(nodes.failover, lambda x: f"{x:.2f}"), "", "")
 
 
 def main() -> None:
@@ -519,7 +600,8 @@ def main() -> None:
     drain_count, drain_runs = (1_000, 3) if quick else (5_000, 5)
     drains = drain(count=drain_count, runs=drain_runs) if "drain" in sections else None
     runs = [experiment(prefetch=1), experiment(prefetch=0)] if "experiment" in sections else []
-    report(inv, rates, drains, runs)
+    nodes = cluster_runs(5_000 if quick else 20_000, 3) if "cluster" in sections else None
+    report(inv, rates, drains, runs, nodes)
 
 
 if __name__ == "__main__":

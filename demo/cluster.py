@@ -130,13 +130,14 @@ class Cluster:
     """Nodes that form one RabbitMQ cluster: classic_config peer discovery, one Erlang cookie, distinct
     ports. A member SIGKILLed and started again rejoins by itself."""
 
-    def __init__(self, size: int = 3, name: str = "wqc", config: str = "") -> None:
+    def __init__(self, size: int = 3, name: str = "wqc", config: str = "", port: int | None = None) -> None:
+        """``port``: the first node's AMQP port, the next ones following; by default, free ones."""
         names = [f"{name}{i}" for i in range(1, size + 1)]
         peers = "".join(f"cluster_formation.classic_config.nodes.{i} = {node}{os.getpid()}@localhost\n"
                         for i, node in enumerate(names, 1))
         config += "cluster_formation.peer_discovery_backend = classic_config\n" + peers
         cookie = uuid.uuid4().hex
-        self.nodes = [Node(node, config=config, cookie=cookie) for node in names]
+        self.nodes = [Node(node, config=config, cookie=cookie, port=port and port + i) for i, node in enumerate(names)]
         self.urls = [node.url for node in self.nodes]
 
     def start(self) -> None:
@@ -189,11 +190,16 @@ class Cluster:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=3, help="how many nodes (default: 3)")
+    parser.add_argument("--port", type=int, default=5681,
+                        help="the first node's AMQP port; the others follow (default: 5681, as in docker-compose.yml)")
     args = parser.parse_args()
     if not (RABBIT_BIN / "rabbitmq-server").exists():
         raise SystemExit(f"error: {RABBIT_BIN / 'rabbitmq-server'} is missing: install RabbitMQ "
                          "(`sudo apt-get install rabbitmq-server`)")
-    cluster = Cluster(args.nodes)
+    taken = [port for port in range(args.port, args.port + args.nodes) if answers(port)]
+    if taken:
+        raise SystemExit(f"error: port {taken[0]} is taken: give another first port with --port")
+    cluster = Cluster(args.nodes, port=args.port)
     try:
         print(f"starting {args.nodes} nodes ...", flush=True)
         cluster.start()
