@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_new_task, script_env
+from conftest import ROOT, URL, connect, run_new_task, script_env
 
 SECRET = "s3cret-Pa55"
 
@@ -124,3 +124,18 @@ def test_input_that_is_not_utf8_is_an_error_after_what_came_before(queue_name):
 def test_empty_queue_name_is_a_usage_error():
     result = run_new_task("--queue", "", "x")
     assert result.returncode == 2 and result.stderr.startswith("error: argument --queue: expected a queue name")
+
+
+def test_queue_in_exclusive_use_by_another_consumer_is_one_error_line(queue_name):
+    holder = connect()
+    try:
+        channel = holder.channel()
+        channel.queue_declare(queue_name, durable=True)
+        channel.basic_consume(queue_name, lambda *_: None, exclusive=True)
+        result = run_worker("--queue", queue_name, url=URL)
+    finally:
+        holder.close()
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: queue {queue_name!r} is in exclusive use by another consumer (ACCESS_REFUSED")
+    assert line.endswith("stop that one, or use another --queue")

@@ -107,3 +107,22 @@ def test_sent_means_routed_a_message_no_queue_takes_is_an_error(queue_name):
     assert err.startswith(f"error: no queue took the message 'two' (routing key '{queue_name}'; "
                           "was the queue deleted?)")
     assert err.rstrip().endswith("1 message confirmed, 1 not confirmed (send input from message 2 on again)")
+
+
+def test_sent_means_confirmed_acks_that_come_after_a_nack_are_still_reported(queue_name):
+    # The queue takes two messages and refuses the rest: the broker may nack message 3 before it
+    # acks 1 and 2 (those it writes to disk first). Those two are still printed as Sent, and the error
+    # says to resume from message 3.
+    policy = queue_name + ".policy"
+    rabbitmqctl("set_policy", policy, f"^{re.escape(queue_name)}$",
+                '{"max-length": 2, "overflow": "reject-publish"}', "--apply-to", "queues")
+    try:
+        batch = run_new_task("--queue", queue_name, "--stdin", "--retry-for", "0", stdin="1\n2\n3\n4\n5\n")
+    finally:
+        rabbitmqctl("clear_policy", policy)
+    assert batch.returncode == 1
+    assert batch.stdout == " [x] Sent '1'\n [x] Sent '2'\n"
+    [error] = batch.stderr.splitlines()
+    assert error.startswith("error: the broker refused to store message 3 '3' (a nack")
+    assert error.endswith("2 messages confirmed, 3 not confirmed (send input from message 3 on again)")
+    assert [body for body, _, _ in drain(queue_name)] == [b"1", b"2"]

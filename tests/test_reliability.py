@@ -121,7 +121,7 @@ def fill(queue: str, count: int, url: str, prefix: str = "task") -> list[str]:
 
 def assert_all_done_and_still_running(workers: Workers, w: Worker, bodies: list[str], node: PrivateBroker,
                                       queue: str) -> None:
-    assert set(workers.until_done(bodies, timeout=90)) == set(bodies)
+    assert set(workers.until_done(bodies, timeout=90)) == set(bodies), (w.errors, w.lines[-5:], w.proc.poll())
     time.sleep(0.5)
     assert queue_counts(queue, node=node) == (0, 0)
     assert w.proc.poll() is None
@@ -240,3 +240,25 @@ def test_new_task_stops_quietly_when_its_output_is_gone(queue_name):
                             timeout=60)
     assert result.stdout == " [x] Sent '1'\n [x] Sent '2'\n"
     assert result.stderr == "exit 1\n"
+
+
+def test_stdin_batch_rides_out_a_broker_restart_while_it_waits_for_input(private_broker, private_queue):
+    # A batch fed by hand: the broker restarts between two lines. The publisher reconnects, and does
+    # not give up later for want of confirms: nothing was waiting for one.
+    proc = subprocess.Popen([sys.executable, "new_task.py", "--queue", private_queue, "--stdin", "--retry-for", "2"],
+                            cwd=ROOT, env=script_env(private_broker.url), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdin.write("one\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == " [x] Sent 'one'\n"
+    private_broker.restart()
+    time.sleep(4)  # longer than --retry-for
+    assert proc.poll() is None
+    proc.stdin.write("two\n")
+    proc.stdin.close()
+    assert proc.stdout.read() == " [x] Sent 'two'\n"
+    assert proc.wait(30) == 0
+    lost, back = proc.stderr.read().splitlines()
+    assert lost.startswith(f"warning: lost the connection to the broker at localhost:{private_broker.port} (")
+    assert back == f"warning: connected again, to the broker at localhost:{private_broker.port}"
+    assert [body for body, _, _ in drain(private_queue, private_broker.url)] == [b"one", b"two"]

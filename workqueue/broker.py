@@ -292,6 +292,9 @@ def _channel_closed(exc: px.ChannelClosedByBroker, queue: str) -> str:
                 f"consumer_timeout ({text}); for tasks that long, raise consumer_timeout in rabbitmq.conf")
     if exc.reply_code == 404:
         return f"the broker has no queue {queue!r} ({text}): start the producer or a worker once to declare it"
+    if exc.reply_code == 403 and "exclusive use" in text:
+        return (f"queue {queue!r} is in exclusive use by another consumer ({text}): stop that one, or use "
+                "another --queue")
     if exc.reply_code == 403:
         return f"the broker refused access ({text}): give the user permissions on the queue"
     return f"the broker closed the channel: ({exc.reply_code}) {text}"

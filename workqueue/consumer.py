@@ -105,17 +105,18 @@ class Worker:
             try:
                 self._consume(connection)
                 return
-            except nodes.FATAL as exc:
-                raise Failure(broker.explain(exc, self.nodes.params[self.nodes.current], self.queue)) from None
             except px.ChannelClosedByBroker as exc:  # e.g. the broker's consumer timeout
                 warn(f"warning: {broker.explain(exc, self.nodes.params[self.nodes.current], self.queue)}; "
-                     "taking tasks again")
+                     + ("stopping, as SIGTERM asked" if self.stopping else "taking tasks again"))
             except px.ConsumerCancelled:
                 warn(f"warning: the broker stopped this worker's consumer (was queue {self.queue!r} deleted?); "
                      "declaring it again")
             except (px.AMQPConnectionError, px.AMQPChannelError) as exc:
                 warn(f"warning: lost the connection to the broker at {self.nodes.where()} "
                      f"({nodes.reason(exc)}); reconnecting")
+            if self.stopping:  # SIGTERM: nothing left to finish
+                self._close(connection)
+                return
             if not connection.is_open:
                 connection = self._reconnect()
 
@@ -125,9 +126,9 @@ class Worker:
         for index in self.nodes.order(start):
             try:
                 connection = pika.BlockingConnection(self.nodes.params[index])
-            except nodes.FATAL as exc:  # no other node or later try will mend that
-                raise Failure(broker.explain(exc, self.nodes.params[index])) from None
             except (px.AMQPError, OSError) as exc:
+                if nodes.fatal(exc):  # no other node or later try will mend that
+                    raise Failure(broker.explain(exc, self.nodes.params[index])) from None
                 errors.append((index, exc))
                 continue
             self.nodes.current = index
@@ -152,10 +153,6 @@ class Worker:
 
     def _consume(self, connection: pika.BlockingConnection) -> None:
         channel = connection.channel()
-        try:
-            self.declare(channel)
-        except px.ChannelClosedByBroker as exc:
-            raise Failure(broker.explain(exc, self.nodes.params[self.nodes.current], self.queue)) from None
         task_channel = TaskChannel(self, channel)
 
         def on_message(ch: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
@@ -167,12 +164,18 @@ class Worker:
                 ch.stop_consuming()  # pending deliveries go back to the queue
 
         def tick() -> None:  # ends an idle wait now and then, to see a SIGTERM
+            if not channel.is_open:
+                return
             if self.stopping:
                 channel.stop_consuming()
             else:
                 connection.call_later(TICK, tick)
 
-        channel.basic_consume(queue=self.queue, on_message_callback=on_message)
+        try:
+            self.declare(channel)
+            channel.basic_consume(queue=self.queue, on_message_callback=on_message)
+        except px.ChannelClosedByBroker as exc:  # a queue of another type, another's exclusive consumer, ...
+            raise Failure(broker.explain(exc, self.nodes.params[self.nodes.current], self.queue)) from None
         tick()
         self.pika.acquire()
         self.connection = connection

@@ -8,8 +8,16 @@ import pika.exceptions as px
 
 from workqueue import broker
 
-# Errors that no other node or later try will mend: the same users and vhosts hold cluster-wide.
-FATAL = (px.ProbableAuthenticationError, px.AuthenticationError, px.ProbableAccessDeniedError)
+
+def fatal(exc: BaseException) -> bool:
+    """An error no other node or later try will mend: the broker refused the login or the virtual host
+    (the same users and virtual hosts hold cluster-wide). pika calls a connection lost during the
+    handshake a "probable" refusal too: that one is not fatal."""
+    if isinstance(exc, px.AuthenticationError):
+        return True
+    if isinstance(exc, (px.ProbableAuthenticationError, px.ProbableAccessDeniedError)):
+        return "ConnectionClosedByBroker" in str(exc) and "is down" not in str(exc)
+    return False
 
 
 class Nodes:
@@ -40,7 +48,7 @@ class Nodes:
     def _detail(self, index: int, exc: BaseException) -> str:
         """A few words for a node that did not answer; the whole story for a TLS problem."""
         cause = broker.root_cause(exc)
-        if isinstance(cause, ssl.SSLError) or not isinstance(cause, OSError):
+        if fatal(exc) or isinstance(cause, ssl.SSLError):
             return broker.explain(exc, self.params[index])
         return reason(exc)
 

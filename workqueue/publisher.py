@@ -15,6 +15,7 @@ disk alarm) it waits, says so, and sends once the alarm clears.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import threading
 import time
@@ -136,8 +137,11 @@ class _Source:
         except OSError as exc:
             self.failure = (f"could not read input line {count + 1} ({exc.strerror or exc}); it and the lines "
                             "after it were not sent")
-        self.ended = True
-        self._wake()
+        except Exception as exc:  # e.g. no standard input at all (`<&-`)
+            self.failure = f"could not read input line {count + 1} ({type(exc).__name__}: {exc})"
+        finally:
+            self.ended = True
+            self._wake()
 
     def _wake(self) -> None:
         try:
@@ -192,6 +196,18 @@ def _is_text(message: str) -> bool:
         return False
 
 
+class _Message:
+    """A message read and not yet reported: its text, its place in the input, whether it is stored."""
+
+    __slots__ = ("text", "number", "confirmed", "returned")
+
+    def __init__(self, text: str, number: int) -> None:
+        self.text = text
+        self.number = number  # 1 for the first message of the input
+        self.confirmed = False
+        self.returned = False  # no queue took it
+
+
 class _Publisher:
     def __init__(
         self,
@@ -214,16 +230,20 @@ class _Publisher:
         self.retry_for = retry_for
         self.ioloop = IOLoop()
         self.connection: pika.SelectConnection | None = None
-        self.channel: Any = None
-        self.ready: collections.deque[str] = collections.deque()  # read, not yet published on this channel
-        self.unconfirmed: collections.deque[str] = collections.deque()  # published on it, in delivery-tag order
-        self.acked: set[int] = set()  # delivery tags acked out of order, beyond the confirmed prefix
-        self.acked_upto = 0  # every tag up to this one is acked (multiple acks)
-        self.channel_confirmed = 0  # tags of this channel confirmed and reported, a prefix
-        self.confirmed = 0  # messages confirmed and reported, in all
-        self.waiting_since = 0.0  # when the oldest unconfirmed message began waiting for a confirm
+        self.channel: Any = None  # the channel published on now; frames of earlier ones are ignored
+        self.messages: collections.deque[_Message] = collections.deque()  # read, not yet reported, in order
+        self.todo: collections.deque[_Message] = collections.deque()  # to publish (again), in input order
+        self.inflight: dict[int, _Message] = {}  # delivery tag on this channel: message not yet confirmed
+        self.tags: collections.deque[int] = collections.deque()  # those tags, in order (some settled)
+        self.tag = 0  # the last delivery tag of this channel
+        self.read = 0  # messages read so far
+        self.confirmed = 0  # messages confirmed and reported, a prefix of the input
+        self.waiting_since = 0.0  # since when the oldest message in flight waits for its confirm
+        self.resume_at = 0.0  # no publishing before this (a pause before publishing again)
         self.trouble = ""  # why messages are being published again, while they are
         self.trouble_since = 0.0
+        self.failing = ""  # the error to end with, once the confirms in flight have come
+        self.failing_since = 0.0
         self.connected = False  # some node has answered
         self.tried: list[tuple[int, BaseException]] = []  # nodes that did not answer, this round
         self.blocked_since: float | None = None  # the broker holds this connection back
@@ -238,7 +258,7 @@ class _Publisher:
         self.ioloop.start()
 
     def progress(self) -> str:
-        pending = len(self.unconfirmed) + len(self.ready) + sum(map(len, self.source.chunks))
+        pending = len(self.messages) + sum(map(len, self.source.chunks))
         text = f"{self.confirmed} message{'s' * (self.confirmed != 1)} confirmed"
         if pending:
             text += f", {pending} not confirmed (send input from message {self.confirmed + 1} on again)"
@@ -247,6 +267,8 @@ class _Publisher:
     # connections and channels
 
     def _connect(self, index: int) -> None:
+        if self.closing:  # (a connection that was to be tried after a pause)
+            return
         self.nodes.current = index
         self.connection = pika.SelectConnection(
             self.nodes.params[index],
@@ -265,7 +287,7 @@ class _Publisher:
         self._open_channel()
 
     def _on_open_error(self, connection: pika.SelectConnection, exc: BaseException) -> None:
-        if isinstance(exc, nodes.FATAL):  # no other node will take this login either
+        if nodes.fatal(exc):  # no other node will take this login either
             self._stop(broker.explain(exc, self.nodes.params[self.nodes.current]))
             return
         self.tried.append((self.nodes.current, exc))
@@ -276,58 +298,73 @@ class _Publisher:
             else:
                 self._stop(self.nodes.none_answered(self.tried))
             return
-        self.ioloop.call_later(PAUSE, lambda: self._connect(following))
+        self.ioloop.call_later(PAUSE, functools.partial(self._connect, following))
 
     def _open_channel(self) -> None:
         if self.connection and self.connection.is_open and not self.closing:
             self.connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_channel_open(self, channel: Any) -> None:
-        self.channel = channel
+        self.channel, self.tag = channel, 0
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
-        channel.confirm_delivery(ack_nack_callback=self._on_confirm)
+        channel.confirm_delivery(ack_nack_callback=functools.partial(self._on_confirm, channel))
         self.declare(channel)  # the broker takes a channel's commands in order: no need to wait
-        self.ready.extendleft(reversed(self.unconfirmed))  # publish again what the last one did not confirm
-        self.unconfirmed.clear()
-        self.acked, self.acked_upto, self.channel_confirmed = set(), 0, 0
         self.source.start(lambda: self.ioloop.add_callback_threadsafe(self._pump))
         self._pump()
 
     def _pump(self) -> None:
         """Publish what has been read, up to the window; close once all is confirmed."""
-        self.ready.extend(self.source.take())
-        if self.closing or not self.channel or not self.channel.is_open:
+        for text in self.source.take():
+            self.read += 1
+            message = _Message(text, self.read)
+            self.messages.append(message)
+            self.todo.append(message)
+        if self.closing or self.failing or not self.channel or not self.channel.is_open:
             return
-        if not self.unconfirmed:
+        if time.monotonic() < self.resume_at:
+            return  # a call_later pumps again then
+        if not self.inflight:
             self.waiting_since = time.monotonic()
-        while self.ready and len(self.unconfirmed) < self.window:
-            message = self.ready.popleft()
-            self.send(self.channel, message)
-            self.unconfirmed.append(message)
-        if self.source.ended and not self.ready and not self.unconfirmed and not self.source.chunks:
+        while self.todo and len(self.inflight) < self.window:
+            message = self.todo.popleft()
+            self.send(self.channel, message.text)
+            self.tag += 1
+            self.inflight[self.tag] = message
+            self.tags.append(self.tag)
+        if self.source.ended and not self.messages and not self.source.chunks:
             self._stop(self.source.failure and self._with_progress(self.source.failure))
 
-    def _again(self, trouble: str, reconnect: bool = False) -> None:
-        """The unconfirmed messages were not stored: publish them again, after a pause, on a new channel
-        (or, with ``reconnect``, through the next node that answers), while the time allows."""
+    def _take_back(self, messages: list[_Message] | None = None) -> None:
+        """Publish these (default: all in flight on this channel) again, before any others."""
+        if messages is None:
+            messages = list(self.inflight.values())
+            self.inflight.clear()
+            self.tags.clear()
+        self.todo.extendleft(sorted(messages, key=lambda m: m.number, reverse=True))
+
+    def _troubled(self, trouble: str) -> bool:
+        """Messages were not stored: True while there is time to publish them again."""
         now = time.monotonic()
         if not self.trouble:
             self.trouble, self.trouble_since = trouble, now
             if self.retry_for > 0:
                 warn(f"warning: {trouble}; publishing again, for up to {self.retry_for:g} s")
-        if now - self.trouble_since >= self.retry_for:
-            self._stop(self._with_progress(f"{self.trouble}; gave up after {self.retry_for:g} s of trying"
-                                           if self.retry_for > 0 else self.trouble))
-            return
-        channel, self.channel = self.channel, None
-        if reconnect:
-            following = (self.nodes.current + 1) % len(self.nodes)
-            self.ioloop.call_later(PAUSE, lambda: self._connect(following))
-            return
-        if channel and channel.is_open:
-            channel.close()
-        self.ioloop.call_later(PAUSE, self._open_channel)
+        if now - self.trouble_since < self.retry_for:
+            return True
+        self._fail(f"{self.trouble}; gave up after {self.retry_for:g} s of trying" if self.retry_for > 0
+                   else self.trouble)
+        return False
+
+    def _fail(self, error: str) -> None:
+        """End with this error, once the confirms still in flight for earlier messages have come."""
+        if not self.failing:
+            self.failing, self.failing_since = error, time.monotonic()
+        self._finish_failing()
+
+    def _finish_failing(self) -> None:
+        if self.failing and (not self.inflight or time.monotonic() - self.failing_since >= self.confirm_timeout):
+            self._stop(self._with_progress(self.failing))
 
     def _stop(self, error: str | None = None) -> None:
         """Close, and end once closed; ``error``, if any, is what the user is told."""
@@ -336,10 +373,10 @@ class _Publisher:
         if self.closing:
             return
         self.closing = True
-        if self.connection and self.connection.is_open:
+        if self.connection and self.connection.is_open and self.blocked_since is None:
             self.connection.close()
         elif not (self.connection and self.connection.is_closing):
-            self.ioloop.stop()
+            self.ioloop.stop()  # (a blocked connection would not be closed until its alarm clears)
 
     def _on_channel_closed(self, channel: Any, reason: Exception) -> None:
         # Closed by the broker: no retry will mend that. (A lost connection closes it too: see _on_closed.)
@@ -349,18 +386,19 @@ class _Publisher:
     def _on_closed(self, connection: pika.SelectConnection, reason: Exception) -> None:
         if self.closing:
             self.ioloop.stop()
-        elif isinstance(reason, px.ConnectionBlockedTimeout):
+            return
+        if isinstance(reason, px.ConnectionBlockedTimeout):
+            bound = self.nodes.params[self.nodes.current].blocked_connection_timeout
             self._stop(self._with_progress(
-                f"the broker at {self.nodes.where()} held this publisher back for longer than its "
-                "blocked_connection_timeout: it is low on memory or disk (a resource alarm); free some, "
-                "or raise the broker's limits"))
-            self.ioloop.stop()
-        else:
-            self.blocked_since = None
-            self._again(f"lost the connection to the broker at {self.nodes.where()} ({nodes.reason(reason)})",
-                        reconnect=True)
-            if self.closing:
-                self.ioloop.stop()
+                f"the broker at {self.nodes.where()} held this publisher back for longer than the URL's "
+                f"blocked_connection_timeout={bound:g} s: it is low on memory or disk (a resource alarm); free "
+                "some, or raise the broker's limits"))
+            return
+        self.channel, self.blocked_since, self.said_blocked = None, None, False
+        self._take_back()
+        if self._troubled(f"lost the connection to the broker at {self.nodes.where()} ({nodes.reason(reason)})"):
+            following = (self.nodes.current + 1) % len(self.nodes)
+            self.ioloop.call_later(PAUSE, functools.partial(self._connect, following))
 
     def _with_progress(self, text: str) -> str:
         """For a batch, say how far it got: what a user needs to send the rest again."""
@@ -368,55 +406,65 @@ class _Publisher:
 
     # confirms, returns, alarms
 
-    def _on_confirm(self, frame: Any) -> None:
+    def _on_confirm(self, channel: Any, frame: Any) -> None:
+        if channel is not self.channel:
+            return  # a channel given up on: its messages are published again
         method = frame.method
+        settled: list[_Message] = []
+        if method.multiple:
+            while self.tags and self.tags[0] <= method.delivery_tag:
+                message = self.inflight.pop(self.tags.popleft(), None)
+                if message:
+                    settled.append(message)
+        else:
+            message = self.inflight.pop(method.delivery_tag, None)
+            if message:
+                settled.append(message)
         if isinstance(method, Basic.Nack):
             self._report()
-            index = 0 if method.multiple else method.delivery_tag - self.channel_confirmed - 1  # the first refused
-            what = repr(self.unconfirmed[index]) if 0 <= index < len(self.unconfirmed) else ""
-            self._again(f"the broker refused to store message {self.confirmed + index + 1} {what} (a nack: is "
-                        "the queue full, with a max-length policy, or a cluster node down?)")
+            first = settled[0] if settled else None
+            what = f"message {first.number} {first.text!r}" if first else "a message"
+            if self._troubled(f"the broker refused to store {what} (a nack: is the queue full, with a "
+                              "max-length policy, or a cluster node down?)"):
+                self._take_back(settled)
+                self.resume_at = time.monotonic() + PAUSE
+                self.ioloop.call_later(PAUSE, self._pump)
             return
-        if method.multiple:
-            self.acked_upto = max(self.acked_upto, method.delivery_tag)
-        else:
-            self.acked.add(method.delivery_tag)
+        for message in settled:
+            message.confirmed = not message.returned
+        if settled:
+            self.waiting_since, self.trouble = time.monotonic(), ""
         self._report()
+        self._finish_failing()
         self._pump()
 
     def _report(self) -> None:
-        """Say "sent" for the confirmed messages, in the order they were sent, in one write."""
+        """Say "sent" for the confirmed messages, in input order, in one write."""
         if self.error or self.output_gone:
             return
         count = 0
         try:
             with cli.one_write():
-                while self.unconfirmed:
-                    tag = self.channel_confirmed + 1
-                    if tag <= self.acked_upto:
-                        pass
-                    elif tag in self.acked:
-                        self.acked.discard(tag)
-                    else:
-                        break
-                    self.channel_confirmed = tag
+                while self.messages and self.messages[0].confirmed:
                     count += 1
-                    self.sent(self.unconfirmed.popleft())
+                    self.sent(self.messages.popleft().text)
         except BrokenPipeError:  # whoever read the output has gone (`| head`): stop, quietly
             self.output_gone = True
             self._stop()
         if count:
             self.confirmed += count
-            self.waiting_since = time.monotonic()
-            self.trouble = ""
             self.source.done(count)
 
     def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         # A mandatory message no queue took: it is confirmed too, but it was not stored.
-        self._report()
-        text = (f"no queue took the message {body.decode(errors='replace')!r} (routing key "
-                f"{method.routing_key!r}; was the queue deleted?)")
-        self._stop(self._with_progress(text))
+        if channel is not self.channel:
+            return
+        text = body.decode(errors="replace")
+        returned = next((m for m in self.inflight.values() if m.text == text and not m.returned), None)
+        if returned:
+            returned.returned = True
+        self._fail(f"no queue took the message {text!r} (routing key {method.routing_key!r}; was the queue "
+                   "deleted?)")
 
     def _on_blocked(self, connection: Any, frame: Any) -> None:
         self.blocked_since = time.monotonic()
@@ -439,7 +487,15 @@ class _Publisher:
                 self.said_blocked = True
                 warn(f"warning: the broker at {self.nodes.where()} is holding this publisher back: it is low on "
                      "memory or disk (a resource alarm); waiting for it to clear (Ctrl+C to stop)")
-        elif self.unconfirmed and self.channel and now - self.waiting_since >= self.confirm_timeout:
-            self._again(f"no confirm from the broker at {self.nodes.where()} for {self.confirm_timeout:g} s")
-        elif self.trouble and now - self.trouble_since >= self.retry_for:
-            self._again(self.trouble)
+        elif self.failing:
+            self._finish_failing()
+        elif self.inflight and self.channel and now - self.waiting_since >= self.confirm_timeout:
+            if self._troubled(f"no confirm from the broker at {self.nodes.where()} for {self.confirm_timeout:g} s"):
+                channel, self.channel = self.channel, None  # its confirms, should they come, are ignored
+                self._take_back()
+                channel.close()
+                self.ioloop.call_later(PAUSE, self._open_channel)
+        elif self.trouble and not (self.inflight or self.todo):
+            self.trouble = ""  # nothing left that waits to be stored
+        elif self.trouble:
+            self._troubled(self.trouble)

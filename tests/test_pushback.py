@@ -1,0 +1,378 @@
+"""A broker that pushes back: a memory alarm that blocks publishers, and the consumer timeout that takes
+back a task held unacknowledged too long. Both on private nodes of this module's own, never on the
+shared broker.
+
+- Alarm node: ``rabbitmqctl set_vm_memory_high_watermark 0.000001`` raises a memory alarm, ``... 0.4`` (the
+  default) clears it, each at the memory monitor's next check (every 2.5 s by default, every 0.2 s here:
+  ``memory_monitor_interval = 200``). Every test clears it again in a ``finally``.
+- Timeout node: ``consumer_timeout = 1000`` in rabbitmq.conf, and the channels' tick, which checks it (60 s
+  by default), lowered to 250 ms in advanced.config (``channel_tick_interval`` of the rabbit app), so that
+  a task of three seconds outlasts it every time and the test takes seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from conftest import (
+    RABBIT_BIN,
+    ROOT,
+    PrivateBroker,
+    Workers,
+    connect,
+    delete_queue,
+    drain,
+    queue_counts,
+    rabbitmqctl,
+    run_new_task,
+    script_env,
+)
+
+CONSUMER_TIMEOUT_MS = 1000
+TICK_MS = 250  # the channels' tick: how often a channel looks at its consumers' timeouts
+LONG_TASK = "long" + "." * 6  # with --seconds-per-dot 0.5: three seconds, three times the consumer timeout
+SECONDS_PER_DOT = "0.5"
+
+
+# nodes and queues
+
+
+@pytest.fixture(scope="module")
+def nodes() -> Iterator[dict[str, PrivateBroker]]:
+    """The alarm node and the consumer-timeout node, started side by side (about 10 s, not 20)."""
+    if not (RABBIT_BIN / "rabbitmq-server").exists():
+        pytest.fail("RabbitMQ is not installed: /usr/lib/rabbitmq/bin/rabbitmq-server is missing (see .ci/run)")
+    alarm = PrivateBroker(name="wqalarm", config="memory_monitor_interval = 200\n")  # alarms within 0.2 s
+    timeout = PrivateBroker(name="wqctimeout", config=f"consumer_timeout = {CONSUMER_TIMEOUT_MS}\n")
+    advanced = timeout.dir / "advanced.config"
+    advanced.write_text(f"[{{rabbit, [{{channel_tick_interval, {TICK_MS}}}]}}].\n")
+    timeout.env["RABBITMQ_ADVANCED_CONFIG_FILE"] = str(advanced)
+    started = {"alarm": alarm, "timeout": timeout}
+    try:
+        for node in started.values():
+            node.start(wait=False)
+        for node in started.values():
+            node.wait_ready(timeout=180)
+        assert erlang(timeout, "application:get_env(rabbit, channel_tick_interval).") == f"{{ok,{TICK_MS}}}"
+        yield started
+    finally:
+        for node in started.values():
+            node.close()
+
+
+@pytest.fixture
+def alarm_node(nodes: dict[str, PrivateBroker]) -> PrivateBroker:
+    return nodes["alarm"]
+
+
+@pytest.fixture
+def timeout_node(nodes: dict[str, PrivateBroker]) -> PrivateBroker:
+    return nodes["timeout"]
+
+
+@pytest.fixture
+def queue(request) -> Iterator[Callable[[PrivateBroker], str]]:
+    """A queue name of the test's own on a private node; the queue is deleted afterwards."""
+    made: list[tuple[str, PrivateBroker]] = []
+
+    def make(node: PrivateBroker) -> str:
+        name = f"test.{request.node.name[:40]}.{uuid.uuid4().hex[:8]}"
+        made.append((name, node))
+        return name
+
+    yield make
+    for name, node in made:
+        delete_queue(name, node.url)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout} s for {what}")
+        time.sleep(0.05)
+
+
+def consumers(queue_name: str, node: PrivateBroker) -> int:
+    conn = connect(node.url)
+    try:
+        return conn.channel().queue_declare(queue_name, passive=True).method.consumer_count
+    finally:
+        conn.close()
+
+
+def erlang(node: PrivateBroker, expression: str) -> str:
+    return rabbitmqctl("eval", expression, node=node).strip()
+
+
+def set_consumer_timeout(node: PrivateBroker, ms: int) -> None:
+    """For channels opened from now on (a channel reads consumer_timeout when it opens)."""
+    assert erlang(node, f"application:set_env(rabbit, consumer_timeout, {ms}).") == "ok"
+
+
+# the memory alarm
+
+
+MEMORY_ALARM = "lists:keymember({resource_limit, memory, node()}, 1, rabbit_alarm:get_alarms())"
+
+
+def alarmed(node: PrivateBroker) -> bool:
+    return erlang(node, f"{MEMORY_ALARM}.") == "true"
+
+
+def set_watermark(node: PrivateBroker, fraction: str, alarm: bool) -> None:
+    """What ``rabbitmqctl set_vm_memory_high_watermark FRACTION`` does, then wait (up to 30 s) until the
+    memory alarm is on (or off): in one call of rabbitmqctl, which takes most of a second itself."""
+    wait = (f"Wait = fun Again(0) -> timeout; Again(N) -> case {MEMORY_ALARM} of {str(alarm).lower()} -> ok; "
+            "_ -> timer:sleep(50), Again(N - 1) end end, "
+            f"vm_memory_monitor:set_vm_memory_high_watermark({fraction}), Wait(600).")
+    assert erlang(node, wait) == "ok", f"the memory alarm is still {'off' if alarm else 'on'} after 30 s"
+
+
+@contextlib.contextmanager
+def memory_alarm(node: PrivateBroker) -> Iterator[None]:
+    """A memory alarm on ``node`` for the block's duration: raised and seen before it, cleared after it."""
+    try:
+        set_watermark(node, "0.000001", alarm=True)
+        yield
+    finally:
+        set_watermark(node, "0.4", alarm=False)  # the default
+
+
+class NewTask:
+    """new_task.py in a child process, its output lines collected as they come, with their times."""
+
+    def __init__(self, *args: str, url: str, stdin: str | None = None) -> None:
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "new_task.py"), *args], text=True,
+                                     stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=script_env(url), cwd=ROOT)
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self.error_times: list[float] = []  # seconds after the start, of each line of self.errors
+        self._changed = threading.Condition()
+        self._readers = [threading.Thread(target=self._read, args=(stream, into), daemon=True)
+                         for stream, into in ((self.proc.stdout, self.lines), (self.proc.stderr, self.errors))]
+        for reader in self._readers:
+            reader.start()
+        if stdin is not None:
+            assert self.proc.stdin
+            self.proc.stdin.write(stdin)
+            self.proc.stdin.close()
+
+    def _read(self, stream, into: list[str]) -> None:
+        for line in stream:
+            with self._changed:
+                into.append(line.rstrip("\n"))
+                if into is self.errors:
+                    self.error_times.append(time.monotonic() - self.started)
+                self._changed.notify_all()
+
+    def wait_for_error_line(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not any(text in line for line in self.errors):
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None and not self._readers[1].is_alive():
+                    raise AssertionError(f"no {text!r} on stderr after {timeout} s; stdout: {self.lines}; "
+                                         f"stderr: {self.errors}; exit: {self.proc.poll()}")
+                self._changed.wait(min(left, 0.2))
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        for reader in self._readers:
+            reader.join(5)
+        return code
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def producers() -> Iterator[list[NewTask]]:
+    started: list[NewTask] = []
+    yield started
+    for producer in started:
+        producer.stop()
+
+
+def assert_held_back_line(line: str, node: PrivateBroker) -> None:
+    """The one line a blocked publisher prints: who holds it back, why, that it waits, how to stop."""
+    assert line.startswith(f"warning: the broker at localhost:{node.port} "), line
+    assert "holding this publisher back" in line
+    assert "memory or disk" in line
+    assert "waiting" in line
+    assert "Ctrl+C to stop" in line
+
+
+def assert_takes_again_line(line: str, node: PrivateBroker) -> None:
+    assert line == f"warning: the broker at localhost:{node.port} takes messages again"
+
+
+def test_broker_that_pushes_back_new_task_says_so_waits_and_sends_once_the_alarm_clears(alarm_node, queue,
+                                                                                        producers):
+    q = queue(alarm_node)
+    with memory_alarm(alarm_node):
+        task = NewTask("--queue", q, "held back", url=alarm_node.url)
+        producers.append(task)
+        task.wait_for_error_line("holding this publisher back", timeout=20)
+        assert task.error_times[0] < 8  # within a couple of seconds (1.4 s measured); wide for a busy machine
+        time.sleep(1.5)  # it keeps waiting: no error, nothing sent, nothing stored
+        assert task.proc.poll() is None
+        assert task.lines == []
+        assert len(task.errors) == 1
+        assert_held_back_line(task.errors[0], alarm_node)
+        assert queue_counts(q, node=alarm_node) == (0, 0)
+    assert task.wait(30) == 0  # sends as soon as the alarm clears
+    assert task.lines == [" [x] Sent 'held back'"]
+    held, again = task.errors
+    assert_held_back_line(held, alarm_node)
+    assert_takes_again_line(again, alarm_node)
+    assert [(body, redelivered) for body, _, redelivered in drain(q, alarm_node.url)] == [(b"held back", False)]
+
+
+def test_broker_that_pushes_back_stdin_batch_waits_past_its_confirm_timeout_and_sends_each_line_once(
+        alarm_node, queue, producers):
+    # --confirm-timeout 2 --retry-for 1 and an alarm held longer than both: a blocked connection is
+    # waiting, not trouble, so nothing is published again (no duplicates) and nothing gives up.
+    q = queue(alarm_node)
+    lines = ["first.", "second..", "third"]
+    with memory_alarm(alarm_node):
+        task = NewTask("--queue", q, "--stdin", "--confirm-timeout", "2", "--retry-for", "1",
+                       url=alarm_node.url, stdin="\n".join(lines) + "\n")
+        producers.append(task)
+        task.wait_for_error_line("holding this publisher back", timeout=20)
+        assert task.error_times[0] < 8
+        time.sleep(3)
+        assert task.proc.poll() is None
+        assert task.lines == []
+        assert len(task.errors) == 1
+        assert queue_counts(q, node=alarm_node) == (0, 0)
+    assert task.wait(30) == 0
+    assert task.lines == [f" [x] Sent {line!r}" for line in lines]
+    held, again = task.errors
+    assert_held_back_line(held, alarm_node)
+    assert_takes_again_line(again, alarm_node)
+    assert [body.decode() for body, _, _ in drain(q, alarm_node.url)] == lines  # each once, in order
+
+
+def test_broker_that_pushes_back_a_worker_consumes_and_acks_through_the_alarm(alarm_node, queue, workers: Workers):
+    q = queue(alarm_node)
+    w = workers.start("--queue", q, "--seconds-per-dot", "0.1", url=alarm_node.url)  # connected before the alarm
+    bodies = [f"task {i}.." for i in range(6)]
+    wait_until(lambda: consumers(q, alarm_node) == 1, 10, "the worker's consumer")
+    # Paused (SIGSTOP), the worker can take nothing before the alarm, however slow the machine: the tasks
+    # are all in the queue (one of them sent to the worker already, unacked) when the alarm comes.
+    w.signal(signal.SIGSTOP)
+    try:
+        result = run_new_task("--queue", q, "--stdin", stdin="\n".join(bodies) + "\n", url=alarm_node.url)
+        assert result.returncode == 0, result.stderr
+        with memory_alarm(alarm_node):
+            assert queue_counts(q, node=alarm_node) == (5, 1)
+            w.signal(signal.SIGCONT)
+            assert workers.until_done(bodies, timeout=30) == bodies
+            time.sleep(0.5)  # the last ack on its way
+            assert queue_counts(q, node=alarm_node) == (0, 0)  # every task acked, during the alarm
+            assert alarmed(alarm_node)
+    finally:
+        w.signal(signal.SIGCONT)
+    assert w.count("Received") == len(bodies)  # none redelivered
+    assert w.errors == []
+    assert w.proc.poll() is None
+
+
+def test_broker_that_pushes_back_blocked_connection_timeout_is_one_error_line(alarm_node, queue):
+    q = queue(alarm_node)
+    with memory_alarm(alarm_node):
+        started = time.monotonic()
+        result = run_new_task("--queue", q, "bounded", url=alarm_node.url + "?blocked_connection_timeout=2",
+                              timeout=60)
+        took = time.monotonic() - started
+    assert result.returncode == 1
+    assert result.stdout == ""  # nothing was confirmed, so nothing is "Sent"
+    assert "Traceback" not in result.stderr
+    *warnings, error = result.stderr.splitlines()
+    assert all(line.startswith("warning: ") for line in warnings), warnings
+    assert len(warnings) <= 1 and all("holding this publisher back" in line for line in warnings)
+    assert error.startswith("error: ")
+    assert "blocked_connection_timeout" in error
+    assert "memory or disk" in error
+    assert took < 20  # the bound of two seconds, not the alarm's length
+    # Not "Sent" is not "not stored": the broker may store the message it had read once the alarm
+    # clears (seen here with --stdin). Never twice, though.
+    assert [body for body, _, _ in drain(q, alarm_node.url)] in ([], [b"bounded"])
+
+
+# the consumer timeout
+
+
+def consumer_timeout_line(line: str) -> bool:
+    return line.startswith("warning: ") and "consumer_timeout" in line
+
+
+def test_consumer_timeout_the_worker_says_so_in_one_line_takes_tasks_again_and_the_task_is_done(
+        timeout_node, queue, workers: Workers):
+    q = queue(timeout_node)
+    w = workers.start("--queue", q, "--seconds-per-dot", SECONDS_PER_DOT, url=timeout_node.url)
+    wait_until(lambda: consumers(q, timeout_node) == 1, 10, "the worker's consumer")
+    # What the warning will advise: a longer consumer_timeout. A channel reads it when it opens, so the
+    # worker's channel keeps its one second, and the one it opens after the timeout has a minute.
+    set_consumer_timeout(timeout_node, 60_000)
+    try:
+        assert run_new_task("--queue", q, LONG_TASK, url=timeout_node.url).returncode == 0
+        # A second in, the broker closes the channel and puts the task back; once the task returns
+        # (its ack goes nowhere), the worker says so, takes tasks again, and gets that task again.
+        w.wait_for("consumer_timeout", timeout=30, errors=True)
+        w.wait_for(f"Received b'{LONG_TASK}' (redelivered)", timeout=30)
+        w.wait_for(" [x] Done", count=2, timeout=30)
+        assert run_new_task("--queue", q, "short", url=timeout_node.url).returncode == 0
+        w.wait_for(" [x] Done", count=3, timeout=30)
+        time.sleep(0.5)  # the last ack on its way
+        assert queue_counts(q, node=timeout_node) == (0, 0)
+    finally:
+        set_consumer_timeout(timeout_node, CONSUMER_TIMEOUT_MS)
+    assert w.proc.poll() is None  # the same process all along
+    assert w.lines == [
+        " [*] Waiting for messages. To exit press CTRL+C",
+        f" [x] Received b'{LONG_TASK}'",
+        " [x] Done",  # its ack went nowhere: the broker had taken the task back
+        " [*] Waiting for messages. To exit press CTRL+C",
+        f" [x] Received b'{LONG_TASK}' (redelivered)",
+        " [x] Done",
+        " [x] Received b'short'",
+        " [x] Done",
+    ]
+    [warning] = w.errors
+    assert consumer_timeout_line(warning), warning
+    assert "Traceback" not in warning
+
+
+def test_consumer_timeout_sigterm_after_it_exits_0_and_loses_no_task(timeout_node, queue, workers: Workers):
+    # A task that always outlasts consumer_timeout comes back again and again; SIGTERM ends that, and
+    # the task (and the one behind it) stay in the queue.
+    q = queue(timeout_node)
+    w = workers.start("--queue", q, "--seconds-per-dot", SECONDS_PER_DOT, url=timeout_node.url)
+    result = run_new_task("--queue", q, "--stdin", stdin=f"{LONG_TASK}\nbehind\n", url=timeout_node.url)
+    assert result.returncode == 0, result.stderr
+    w.wait_for(f"Received b'{LONG_TASK}' (redelivered)", timeout=30)
+    w.signal(signal.SIGTERM)
+    assert w.wait(30) == 0
+    assert "Traceback" not in "\n".join(w.errors)
+    assert w.errors, "no warning about the consumer timeout"
+    assert all(consumer_timeout_line(line) for line in w.errors), w.errors
+    assert w.count("Received b'behind'") == 0
+    assert w.count(" [x] Done") >= 2  # the task ran twice; neither ack counted
+    left = drain(q, timeout_node.url)
+    assert [body for body, _, _ in left] == [LONG_TASK.encode(), b"behind"]  # both, once, in order
+    assert left[0][2]  # redelivered
