@@ -77,8 +77,13 @@ def depth(name: str, url: str = URL) -> int:
     return count
 
 
+# Not passed on to the scripts: a user's shell has none of them (unbuffered output would slow the
+# tutorial's scripts; no bytecode cache would slow ours, which import more of their own modules).
+NOT_PASSED = ("AMQP_URL", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE")
+
+
 def env_for(queue: str, url: str = URL, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "AMQP_URL"}
+    env = {k: v for k, v in os.environ.items() if k not in NOT_PASSED}
     return {**env, "QUEUE": queue, "AMQP_URL": url, **extra}
 
 

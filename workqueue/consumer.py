@@ -42,11 +42,9 @@ MAX_DELAY = 10.0
 
 
 class TaskChannel:
-    """What a task receives as ``ch``: the channel methods a task may call, under the worker's lock.
-
-    If the channel the message came on has closed meanwhile, the call is dropped: the broker has
-    already put that message back in the queue.
-    """
+    """What a task receives as ``ch``: the channel methods a task may call, under the worker's lock on
+    pika (the keeper may be inside it). If the channel the message came on has closed meanwhile, the
+    call is dropped: the broker has already put that message back in the queue."""
 
     def __init__(self, worker: Worker, channel: BlockingChannel) -> None:
         self._worker = worker
@@ -57,21 +55,23 @@ class TaskChannel:
         return bool(self._channel.is_open)
 
     def basic_ack(self, delivery_tag: int = 0, multiple: bool = False) -> None:
-        self._call(self._channel.basic_ack, delivery_tag=delivery_tag, multiple=multiple)
-
-    def basic_nack(self, delivery_tag: int = 0, multiple: bool = False, requeue: bool = True) -> None:
-        self._call(self._channel.basic_nack, delivery_tag=delivery_tag, multiple=multiple, requeue=requeue)
-
-    def basic_reject(self, delivery_tag: int = 0, requeue: bool = True) -> None:
-        self._call(self._channel.basic_reject, delivery_tag=delivery_tag, requeue=requeue)
-
-    def _call(self, method: Callable[..., None], **kwargs: Any) -> None:
         with self._worker.pika:
-            if self._channel.is_open and not self._worker.lost:
+            if self._channel.is_open:
                 try:
-                    method(**kwargs)
+                    self._channel.basic_ack(delivery_tag, multiple)
                 except (px.AMQPConnectionError, px.AMQPChannelError) as exc:
                     self._worker.lost = exc  # the main thread raises it once the task returns
+
+    def basic_nack(self, delivery_tag: int = 0, multiple: bool = False, requeue: bool = True) -> None:
+        with self._worker.pika:
+            if self._channel.is_open:
+                try:
+                    self._channel.basic_nack(delivery_tag, multiple, requeue)
+                except (px.AMQPConnectionError, px.AMQPChannelError) as exc:
+                    self._worker.lost = exc
+
+    def basic_reject(self, delivery_tag: int = 0, requeue: bool = True) -> None:
+        self.basic_nack(delivery_tag, False, requeue)
 
 
 class NoneAnswered(Failure):
@@ -156,10 +156,25 @@ class Worker:
         task_channel = TaskChannel(self, channel)
 
         def on_message(ch: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
+            """On the main thread, inside pika: hand pika to the keeper while the task runs."""
             if self.stopping:  # SIGTERM came: the broker gives this one to another worker
                 ch.basic_reject(method.delivery_tag, requeue=True)
                 return
-            self._run_task(task_channel, method, properties, body)
+            self.lost, self.in_task = None, True
+            self.pika.release()
+            try:
+                self.callback(task_channel, method, properties, body)
+            except Exception as exc:
+                # Nothing is acked: the worker stops, the broker gives the task to another worker. (Going
+                # on would drop the task, or hand it back to this worker in a tight loop.)
+                shown = body if len(body) <= 80 else body[:80] + b"..."
+                raise Failure(f"the task {shown!r} failed ({type(exc).__name__}: {exc}); it goes back to the "
+                              "queue, and this worker stops") from None
+            finally:
+                self.pika.acquire()
+                self.in_task = False
+            if self.lost:
+                raise self.lost
             if self.stopping:
                 ch.stop_consuming()  # pending deliveries go back to the queue
 
@@ -191,24 +206,6 @@ class Worker:
             self._close(channel)
             raise px.ConsumerCancelled("the broker cancelled the consumer (was the queue deleted?)")
         self._close(connection)
-
-    def _run_task(self, ch: TaskChannel, method: Any, properties: Any, body: bytes) -> None:
-        """On the main thread, inside pika: hand pika to the keeper while the task runs."""
-        self.lost, self.in_task = None, True
-        self.pika.release()
-        try:
-            self.callback(ch, method, properties, body)
-        except Exception as exc:
-            # Nothing is acked: the worker stops, the broker gives the task to another worker. (Going
-            # on would drop the task, or hand it back to this worker in a tight loop.)
-            shown = body if len(body) <= 80 else body[:80] + b"..."
-            raise Failure(f"the task {shown!r} failed ({type(exc).__name__}: {exc}); it goes back to the queue, "
-                          "and this worker stops") from None
-        finally:
-            self.pika.acquire()
-            self.in_task = False
-        if self.lost:
-            raise self.lost
 
     def _keep(self) -> None:
         """The keeper thread: while a task runs, answer heartbeats and notice a lost connection."""
