@@ -136,7 +136,7 @@ def test_cluster_stdin_batch_survives_the_death_of_its_node(cluster, cluster_que
     assert set(messages) == set(sent)
     duplicates = len(messages) - total
     print(f"stored twice: {duplicates} of {total}")
-    assert 0 <= duplicates <= 1000  # at most the window of unconfirmed messages
+    assert 0 <= duplicates <= 5000  # at most the window of unconfirmed messages (publisher.WINDOW)
     assert "Traceback" not in err and "error:" not in err
 
 

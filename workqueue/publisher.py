@@ -30,7 +30,7 @@ from pika.spec import Basic
 from workqueue import broker, cli, nodes
 from workqueue.cli import Failure, warn
 
-WINDOW = 1000  # unconfirmed messages in flight at most
+WINDOW = 5000  # unconfirmed messages in flight at most
 CONFIRM_TIMEOUT = 5.0  # seconds without a confirm before the unconfirmed messages are published again
 RETRY_FOR = 30.0  # seconds of trying without a confirm before giving up
 PAUSE = 0.5  # seconds before publishing again, or trying the next node
