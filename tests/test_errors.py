@@ -139,3 +139,11 @@ def test_queue_in_exclusive_use_by_another_consumer_is_one_error_line(queue_name
     [line] = result.stderr.splitlines()
     assert line.startswith(f"error: queue {queue_name!r} is in exclusive use by another consumer (ACCESS_REFUSED")
     assert line.endswith("stop that one, or use another --queue")
+
+
+def test_stdin_closed_is_one_error_line(queue_name):
+    result = subprocess.run(["bash", "-c", f'"{sys.executable}" new_task.py --queue "$Q" --stdin <&-'], cwd=ROOT,
+                            env={**script_env(), "Q": queue_name}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == ("error: could not read input line 1 (standard input is closed); it and the lines after "
+                             "it were not sent; 0 messages confirmed\n")

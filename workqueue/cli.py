@@ -105,7 +105,7 @@ def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
 
 
 def queue_arguments(queue_type: str) -> dict[str, str] | None:
-    """The x-arguments of queue_declare for a queue type (none for classic, as in the seed)."""
+    """The x-arguments of queue_declare for a queue type (none for classic, as in the Japanese walkthrough)."""
     return {"x-queue-type": "quorum"} if queue_type == "quorum" else None
 
 

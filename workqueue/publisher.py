@@ -15,6 +15,7 @@ disk alarm) it waits, says so, and sends once the alarm clears.
 from __future__ import annotations
 
 import collections
+import errno
 import functools
 import os
 import threading
@@ -154,6 +155,8 @@ def _lines(messages: Iterable[str]) -> Iterable[list[str]]:
     """Lines in chunks: from a file, each read's complete lines (as many as have come, in one read of
     the file descriptor); from anything else, one at a time. UnicodeError at a line that is not UTF-8,
     once the lines before it are out."""
+    if messages is None:  # `python new_task.py --stdin <&-`
+        raise OSError(errno.EBADF, "standard input is closed")
     try:
         fd = messages.fileno()  # type: ignore[attr-defined]
     except (AttributeError, OSError, ValueError):
