@@ -36,6 +36,11 @@ from typing import Any
 import pika  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from demo.cluster import Cluster, Node  # noqa: E402 - the tests' and `python -m demo.cluster`'s nodes
+from demo.experiment import Task  # noqa: E402
+from demo.experiment import timeline as draw_timeline  # noqa: E402
+
 BENCH = ROOT / "bench"
 PY = sys.executable
 URL = "amqp://guest:guest@localhost:5672/%2F"  # the tutorial's scripts know only localhost
@@ -392,25 +397,11 @@ def experiment(prefetch: int, fast: float = 0.2, slow: float = 0.5) -> Experimen
 
 
 def timeline(run: Experiment, scale: float = 0.05) -> str:
-    """Each worker a row; each task drawn from when it was received to when it was done."""
-    rows = []
-    width = int(run.makespan / scale) + 2
-    for label, seconds in (("fast", run.fast), ("slow", run.slow)):
-        cells = [" "] * width
-        for task, start, stop in run.tasks.get(label, []):
-            a, b = int(start / scale), max(int(stop / scale), int(start / scale) + len(task) + 1)
-            for i in range(a, min(b, width)):
-                cells[i] = "-"
-            cells[a] = "["
-            for j, ch in enumerate(task):
-                if a + 1 + j < width:
-                    cells[a + 1 + j] = ch
-            if b - 1 < width:
-                cells[b - 1] = "]"
-        rows.append(f"{seconds:.1f} s worker |{''.join(cells).rstrip()}")
-    ticks = "".join(f"{i * 10 * scale:<10.1f}" for i in range(width // 10 + 1))
-    rows.append(f"{'time (s)':>12} |{ticks.rstrip()}")
-    return "\n".join(rows)
+    """Each worker a row; each task drawn from when it was received to when it was done (as `python -m
+    demo` draws them)."""
+    rows = [(f"{seconds:.1f} s worker", [Task(*task) for task in run.tasks.get(label, [])])
+            for label, seconds in (("fast", run.fast), ("slow", run.slow))]
+    return "\n".join(draw_timeline(rows, run.makespan, scale))
 
 
 # 5. A cluster of three nodes: publishing to a quorum queue, and a worker's failover
@@ -455,9 +446,6 @@ def failover_once(cluster: Any) -> float:
 
 
 def cluster_runs(count: int, repeat: int) -> ClusterRun:
-    sys.path.insert(0, str(ROOT))
-    from demo.cluster import Cluster, Node  # the tests' and `python -m demo.cluster`'s nodes
-
     result = ClusterRun(count)
     single, cluster = Node("wqbench"), Cluster(name="wqbench-c")
     try:
