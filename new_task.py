@@ -38,7 +38,8 @@ def main() -> None:
 
     message = " ".join(args.words) or "Hello World!"
     messages = sys.stdin if args.stdin else [message]  # --stdin: one message a line
-    publisher.publish(args.urls, declare, send, messages, sent, args.confirm_timeout, args.retry_for)
+    publisher.publish(args.urls, declare, send, messages, sent,
+                      confirm_timeout=args.confirm_timeout, retry_for=args.retry_for)
 
 
 if __name__ == "__main__":

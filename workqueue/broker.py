@@ -13,7 +13,7 @@ import pika.credentials
 import pika.exceptions as px
 
 from workqueue import uri
-from workqueue.cli import Failure, warn
+from workqueue.report import Failure, warn
 
 # pika logs every failure it raises; with no logging set up, Python would print those records
 # on stderr beside our own one-line errors. The exceptions say it all.
@@ -106,6 +106,10 @@ def explain(exc: BaseException, params: pika.ConnectionParameters, queue: str = 
                 f"{user} '.*' '.*' '.*'`) or name another in --url")
     if isinstance(exc, px.ChannelClosedByBroker):
         return _channel_closed(exc, queue)
+    if isinstance(exc, px.ConnectionBlockedTimeout):
+        return (f"the broker at {at} held this publisher back for longer than the URL's blocked_connection_timeout="
+                f"{params.blocked_connection_timeout:g} s: it is low on memory or disk (a resource alarm); free "
+                "some, or raise the broker's limits")
     if isinstance(exc, px.ConnectionClosedByBroker):
         return f"the broker at {at} closed the connection: ({exc.reply_code}) {exc.reply_text}"
     cause = root_cause(exc)

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import NoReturn
+
+from workqueue.report import Failure, one_write, warn
+
+__all__ = ["Failure", "one_write", "warn"]  # the scripts' and the demo's way to them
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 QUEUE_TYPES = ("classic", "quorum")
-
-
-class Failure(Exception):
-    """Something the user can fix: printed as one ``error:`` line, then a non-zero exit."""
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -107,20 +106,6 @@ def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
 def queue_arguments(queue_type: str) -> dict[str, str] | None:
     """The x-arguments of queue_declare for a queue type (none for classic, as in the Japanese walkthrough)."""
     return {"x-queue-type": "quorum"} if queue_type == "quorum" else None
-
-
-def warn(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def one_write() -> Iterator[None]:
-    """Lines printed within go out together, in one write, when it ends (not one write a line)."""
-    sys.stdout.reconfigure(line_buffering=False)  # type: ignore[union-attr]
-    try:
-        yield
-    finally:
-        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # flushes
 
 
 def run(main: Callable[[], int | None]) -> NoReturn:

@@ -2,14 +2,12 @@
 
 Tasks run on the main thread, inside ``channel.start_consuming()``, as in the tutorial. pika's
 BlockingConnection answers heartbeats only while some thread is inside pika, so a second thread, the
-keeper, looks after the connection while a task runs: the main thread hands pika over (a lock) when
-it calls the task and takes it back when the task returns, and the keeper, waking every fraction of
-the heartbeat interval, calls ``process_data_events(time_limit=0)`` under that lock while a task runs.
-The task's ``ch.basic_ack(...)`` takes the same lock. Nothing crosses threads per task, so a worker of
-short tasks runs at the plain tutorial's speed; a task of any length keeps its connection.
+keeper, looks after the connection while a task runs (see :class:`Handover` for which thread may be
+inside pika when). Nothing crosses threads per task, so a worker of short tasks runs at the plain
+tutorial's speed; a task of any length keeps its connection.
 
-When a node goes away the worker says so, reconnects with a growing, bounded backoff to the next
-URL that answers (the nodes of a cluster, in turn), declares again and goes on. A task's ack whose
+When a node goes away the worker says so, reconnects to the next node that answers (``nodes`` says
+in what order, and how long it waits between rounds), declares again and goes on. A task's ack whose
 channel has closed is dropped: the broker has put that task back in the queue already.
 
 Signals: Ctrl+C (SIGINT) stops at once and leaves the running task unacked, so the broker gives it to
@@ -20,11 +18,11 @@ way as Ctrl+C, with one ``error:`` line.
 
 from __future__ import annotations
 
-import random
+import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pika
@@ -32,19 +30,64 @@ import pika.exceptions as px
 from pika.adapters.blocking_connection import BlockingChannel
 
 from workqueue import broker, nodes
-from workqueue.cli import Failure, warn
+from workqueue.report import Failure, warn
 
 Callback = Callable[[Any, Any, Any, bytes], None]  # (ch, method, properties, body), as in the tutorial
 
 TICK = 0.5  # seconds; how often an idle worker looks for a SIGTERM
-FIRST_DELAY = 0.5  # seconds before the first reconnect attempt; doubles on each failed round
-MAX_DELAY = 10.0
+
+
+class Handover:
+    """Which thread may be inside pika, and when.
+
+    The main thread holds pika (this lock) whenever it is inside ``start_consuming``, and lends it out
+    (``lent()``) for exactly as long as a task runs. Only then may the keeper go in, to call
+    ``process_data_events(time_limit=0)``, and the task itself, for ``ch.basic_ack`` and the like
+    (``with handover:``). The keeper's call reads frames, answers heartbeats and fires timers, but never
+    delivers a message: pika dispatches no delivery from inside a callback that is still running (our
+    ``on_message`` is one), so the task cannot be entered twice. No lock is taken per task but the one
+    hand-over, which costs the tutorial's speed nothing.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.in_task = False  # a task runs: pika is lent out
+
+    def __enter__(self) -> None:  # the keeper, or a task's channel call
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The main thread, around ``start_consuming``."""
+        self._lock.acquire()
+        try:
+            yield
+        except KeyboardInterrupt:
+            raise  # the worker ends here; the lock may not even be ours (a signal during acquire)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._lock.release()
+
+    @contextlib.contextmanager
+    def lent(self) -> Iterator[None]:
+        """The main thread, inside ``on_message``, while the task runs."""
+        self.in_task = True
+        self._lock.release()
+        try:
+            yield
+        finally:
+            self._lock.acquire()
+            self.in_task = False
 
 
 class TaskChannel:
-    """What a task receives as ``ch``: the channel methods a task may call, under the worker's lock on
-    pika (the keeper may be inside it). If the channel the message came on has closed meanwhile, the
-    call is dropped: the broker has already put that message back in the queue."""
+    """What a task receives as ``ch``: the channel methods a task may call, with pika handed over to it.
+    If the channel the message came on has closed meanwhile, the call is dropped: the broker has already
+    put that message back in the queue."""
 
     def __init__(self, worker: Worker, channel: BlockingChannel) -> None:
         self._worker = worker
@@ -55,27 +98,21 @@ class TaskChannel:
         return bool(self._channel.is_open)
 
     def basic_ack(self, delivery_tag: int = 0, multiple: bool = False) -> None:
-        with self._worker.pika:
-            if self._channel.is_open:
-                try:
-                    self._channel.basic_ack(delivery_tag, multiple)
-                except (px.AMQPConnectionError, px.AMQPChannelError) as exc:
-                    self._worker.lost = exc  # the main thread raises it once the task returns
+        self._call(self._channel.basic_ack, delivery_tag, multiple)
 
     def basic_nack(self, delivery_tag: int = 0, multiple: bool = False, requeue: bool = True) -> None:
-        with self._worker.pika:
-            if self._channel.is_open:
-                try:
-                    self._channel.basic_nack(delivery_tag, multiple, requeue)
-                except (px.AMQPConnectionError, px.AMQPChannelError) as exc:
-                    self._worker.lost = exc
+        self._call(self._channel.basic_nack, delivery_tag, multiple, requeue)
 
     def basic_reject(self, delivery_tag: int = 0, requeue: bool = True) -> None:
         self.basic_nack(delivery_tag, False, requeue)
 
-
-class NoneAnswered(Failure):
-    """No node would open a connection."""
+    def _call(self, method: Callable[..., None], *args: Any) -> None:
+        with self._worker.pika:
+            if self._channel.is_open:
+                try:
+                    method(*args)
+                except (px.AMQPConnectionError, px.AMQPChannelError) as exc:
+                    self._worker.lost = exc  # the main thread raises it once the task returns
 
 
 def consume(urls: list[str], declare: Callable[[Any], None], queue_name: str, callback: Callback) -> None:
@@ -91,22 +128,21 @@ class Worker:
         self.declare = declare
         self.queue = queue_name
         self.callback = callback
-        self.pika = threading.Lock()  # held by whichever thread is inside pika
+        self.pika = Handover()
         self.connection: pika.BlockingConnection | None = None
-        self.in_task = False  # a task is running: the keeper looks after the connection
         self.lost: BaseException | None = None  # what the keeper (or an ack) saw go wrong during a task
         self.stopping = False  # SIGTERM: finish the running task, take no more
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_sigterm)
-        connection: pika.BlockingConnection | None = self._connect(0)
+        connection: pika.BlockingConnection | None = self.nodes.connect(0)
         threading.Thread(target=self._keep, name="keeper", daemon=True).start()
         while connection:
             try:
                 self._consume(connection)
                 return
             except px.ChannelClosedByBroker as exc:  # e.g. the broker's consumer timeout
-                warn(f"warning: {broker.explain(exc, self.nodes.params[self.nodes.current], self.queue)}; "
+                warn(f"warning: {broker.explain(exc, self.nodes.in_use, self.queue)}; "
                      + ("stopping, as SIGTERM asked" if self.stopping else "taking tasks again"))
             except px.ConsumerCancelled:
                 warn(f"warning: the broker stopped this worker's consumer (was queue {self.queue!r} deleted?); "
@@ -120,33 +156,16 @@ class Worker:
             if not connection.is_open:
                 connection = self._reconnect()
 
-    def _connect(self, start: int) -> pika.BlockingConnection:
-        """A connection to the first node that answers, from ``start`` on; Failure if none does."""
-        errors: list[tuple[int, BaseException]] = []
-        for index in self.nodes.order(start):
-            try:
-                connection = pika.BlockingConnection(self.nodes.params[index])
-            except (px.AMQPError, OSError) as exc:
-                if nodes.fatal(exc):  # no other node or later try will mend that
-                    raise Failure(broker.explain(exc, self.nodes.params[index])) from None
-                errors.append((index, exc))
-                continue
-            self.nodes.current = index
-            return connection
-        raise NoneAnswered(self.nodes.none_answered(errors))
-
     def _reconnect(self) -> pika.BlockingConnection | None:
-        """A connection to the next node that answers, after a growing, bounded delay between rounds;
-        None if SIGTERM came meanwhile (nothing left to ack: the broker has put the task back)."""
-        lost, delay = self.nodes.current, FIRST_DELAY
-        while not self._pause(delay):
+        """A connection to the next node that answers, with the backoff between rounds; None if SIGTERM
+        came meanwhile (nothing left to ack: the broker has put the task back)."""
+        lost, backoff = self.nodes.current, nodes.Backoff()
+        while not self._pause(backoff.next()):
             try:
-                connection = self._connect(lost + 1)
-            except NoneAnswered:
-                delay = min(delay * 2, MAX_DELAY)
+                connection = self.nodes.connect(lost + 1)
+            except nodes.NoneAnswered:
                 continue
-            where = self.nodes.where()
-            warn(f"warning: connected again, to the broker at {where}" +
+            warn(f"warning: connected again, to the broker at {self.nodes.where()}" +
                  (f" (instead of {self.nodes.where(lost)})" if self.nodes.current != lost else ""))
             return connection
         return None
@@ -156,23 +175,20 @@ class Worker:
         task_channel = TaskChannel(self, channel)
 
         def on_message(ch: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
-            """On the main thread, inside pika: hand pika to the keeper while the task runs."""
+            """On the main thread, inside pika: pika is lent out while the task runs."""
             if self.stopping:  # SIGTERM came: the broker gives this one to another worker
                 ch.basic_reject(method.delivery_tag, requeue=True)
                 return
-            self.lost, self.in_task = None, True
-            self.pika.release()
-            try:
-                self.callback(task_channel, method, properties, body)
-            except Exception as exc:
-                # Nothing is acked: the worker stops, the broker gives the task to another worker. (Going
-                # on would drop the task, or hand it back to this worker in a tight loop.)
-                shown = body if len(body) <= 80 else body[:80] + b"..."
-                raise Failure(f"the task {shown!r} failed ({type(exc).__name__}: {exc}); it goes back to the "
-                              "queue, and this worker stops") from None
-            finally:
-                self.pika.acquire()
-                self.in_task = False
+            self.lost = None
+            with self.pika.lent():
+                try:
+                    self.callback(task_channel, method, properties, body)
+                except Exception as exc:
+                    # Nothing is acked: the worker stops, the broker gives the task to another worker. (Going
+                    # on would drop the task, or hand it back to this worker in a tight loop.)
+                    shown = body if len(body) <= 80 else body[:80] + b"..."
+                    raise Failure(f"the task {shown!r} failed ({type(exc).__name__}: {exc}); it goes back to "
+                                  "the queue, and this worker stops") from None
             if self.lost:
                 raise self.lost
             if self.stopping:
@@ -190,18 +206,11 @@ class Worker:
             self.declare(channel)
             channel.basic_consume(queue=self.queue, on_message_callback=on_message)
         except px.ChannelClosedByBroker as exc:  # a queue of another type, another's exclusive consumer, ...
-            raise Failure(broker.explain(exc, self.nodes.params[self.nodes.current], self.queue)) from None
+            raise Failure(broker.explain(exc, self.nodes.in_use, self.queue)) from None
         tick()
-        self.pika.acquire()
-        self.connection = connection
-        try:
+        with self.pika.held():
+            self.connection = connection
             channel.start_consuming()  # returns once every consumer is cancelled
-        except KeyboardInterrupt:
-            raise  # the worker ends here; the lock may not even be ours (a signal during acquire)
-        except BaseException:
-            self.pika.release()
-            raise
-        self.pika.release()
         if not self.stopping:
             self._close(channel)
             raise px.ConsumerCancelled("the broker cancelled the consumer (was the queue deleted?)")
@@ -209,14 +218,13 @@ class Worker:
 
     def _keep(self) -> None:
         """The keeper thread: while a task runs, answer heartbeats and notice a lost connection."""
-        params = self.nodes.params[0]
-        interval = min(1.0, max(0.1, (params.heartbeat or 60) / 4))  # type: ignore[operator]
         while True:
-            time.sleep(interval)
-            if not self.in_task:
+            heartbeat = self.nodes.in_use.heartbeat  # the node in use now: it may have changed
+            time.sleep(min(1.0, max(0.1, (heartbeat or 60) / 4)))
+            if not self.pika.in_task:
                 continue
             with self.pika:
-                if self.in_task and not self.lost and self.connection:
+                if self.pika.in_task and not self.lost and self.connection:
                     try:
                         self.connection.process_data_events(time_limit=0)
                     except (px.AMQPError, OSError) as exc:
@@ -228,9 +236,8 @@ class Worker:
         self.stopping = True
 
     def _pause(self, seconds: float) -> bool:
-        """Wait before reconnecting, with jitter so that many workers do not knock at once.
-        True if SIGTERM came meanwhile."""
-        deadline = time.monotonic() + seconds * random.uniform(0.5, 1.0)
+        """Wait this long before reconnecting; True if SIGTERM came meanwhile."""
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and not self.stopping:
             time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
         return self.stopping

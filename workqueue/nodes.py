@@ -1,12 +1,32 @@
-"""The brokers a script may use: one URL, or the nodes of a cluster, tried in the order given."""
+"""The brokers a script may use: one URL, or the nodes of a cluster.
+
+This module alone decides how they are reached, for both scripts, the demo and the benchmark:
+
+- **Order.** A round tries every node once, from a start, wrapping round: the first connection of a
+  run starts at the first URL; after a node is lost, the next round starts at the node after it.
+- **Within a round** there is no pause: a node that does not answer hands over to the next one at once.
+- **Between rounds** (every node tried, none answered) a worker waits :class:`Backoff`: 0.5 s, doubling
+  to 10 s, each wait cut at random by up to half, so that many workers do not knock at once.
+- **Giving up.** A refused login or virtual host is :func:`fatal`: every node has the same users, so
+  no other node or later round will mend it. A run's first round that finds no node raises
+  :class:`NoneAnswered`, naming each broker tried.
+"""
 
 from __future__ import annotations
 
+import copy
+import random
 import ssl
+from collections.abc import Iterator
 
+import pika
 import pika.exceptions as px
 
 from workqueue import broker
+from workqueue.report import Failure
+
+FIRST_DELAY = 0.5  # seconds before the first round after a node is lost
+MAX_DELAY = 10.0  # seconds between rounds at most
 
 
 def fatal(exc: BaseException) -> bool:
@@ -20,8 +40,42 @@ def fatal(exc: BaseException) -> bool:
     return False
 
 
+def reason(exc: BaseException) -> str:
+    """Why a connection failed or was lost, in a few words."""
+    cause = broker.root_cause(exc)
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    if isinstance(cause, px.ConnectionClosedByBroker):
+        return f"closed by the broker: {cause.reply_text}"
+    return str(cause) or type(cause).__name__
+
+
+class NoneAnswered(Failure):
+    """No node would open a connection; ``errors`` holds (index, error) for each node tried."""
+
+    def __init__(self, text: str, errors: list[tuple[int, BaseException]]) -> None:
+        super().__init__(text)
+        self.errors = errors
+
+
+class Backoff:
+    """The wait between rounds: 0.5 s, then twice as long each round up to 10 s, each cut at random by up
+    to half. ``reset()`` once a node answers."""
+
+    def __init__(self) -> None:
+        self._delay = FIRST_DELAY
+
+    def next(self) -> float:
+        delay = self._delay * random.uniform(0.5, 1.0)
+        self._delay = min(self._delay * 2, MAX_DELAY)
+        return delay
+
+    def reset(self) -> None:
+        self._delay = FIRST_DELAY
+
+
 class Nodes:
-    """pika's parameters for each URL, and which one is in use."""
+    """pika's parameters for each URL, and which node is in use (``current``)."""
 
     def __init__(self, urls: list[str]) -> None:
         self.params = [broker.parameters(url) for url in urls]
@@ -30,12 +84,36 @@ class Nodes:
     def __len__(self) -> int:
         return len(self.params)
 
-    def order(self, start: int) -> list[int]:
-        """Every node once, from ``start`` on, wrapping round."""
-        return [(start + k) % len(self.params) for k in range(len(self.params))]
-
     def where(self, index: int | None = None) -> str:
         return broker.where(self.params[self.current if index is None else index])
+
+    @property
+    def in_use(self) -> pika.ConnectionParameters:
+        return self.params[self.current]
+
+    def round(self, start: int | None = None) -> Round:
+        """A round over every node, from ``start`` (default: the node after the one in use)."""
+        return Round(self, (self.current + 1) if start is None else start)
+
+    def connect(self, start: int | None = 0, timeout: float | None = None) -> pika.BlockingConnection:
+        """A connection to the first node that answers, from ``start`` on (None: the node after the one in
+        use), and that node becomes the one in use. ``timeout``: seconds for each try at most, once each
+        (to clean up). Failure for a refused login; NoneAnswered if no node answers."""
+        tries = self.round(start)
+        for index in tries:
+            params = self.params[index]
+            if timeout:
+                params = copy.copy(params)
+                params.socket_timeout = params.stack_timeout = timeout
+                params.connection_attempts = 1
+            try:
+                connection = pika.BlockingConnection(params)
+            except (px.AMQPError, OSError) as exc:
+                tries.failed(index, exc)
+                continue
+            tries.answered(index)
+            return connection
+        raise tries.none()
 
     def none_answered(self, errors: list[tuple[int, BaseException]]) -> str:
         """One line for a connection that no node would open, naming every broker tried."""
@@ -53,11 +131,32 @@ class Nodes:
         return reason(exc)
 
 
-def reason(exc: BaseException) -> str:
-    """Why a connection failed or was lost, in a few words."""
-    cause = broker.root_cause(exc)
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror.lower()
-    if isinstance(cause, px.ConnectionClosedByBroker):
-        return f"closed by the broker: {cause.reply_text}"
-    return str(cause) or type(cause).__name__
+class Round:
+    """One round over the nodes: iterate for the index of each node to try, in order; say ``failed`` for
+    each that does not answer and ``answered`` for the one that does."""
+
+    def __init__(self, nodes: Nodes, start: int) -> None:
+        self.nodes = nodes
+        self.order = [(start + k) % len(nodes) for k in range(len(nodes))]
+        self.errors: list[tuple[int, BaseException]] = []
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order)
+
+    def next(self) -> int | None:
+        """The node to try after those that failed so far; None once every node was tried."""
+        return self.order[len(self.errors)] if len(self.errors) < len(self.order) else None
+
+    def failed(self, index: int, exc: BaseException) -> None:
+        """That node did not answer; a Failure, at once, if no node will (a refused login)."""
+        if fatal(exc):
+            raise Failure(broker.explain(exc, self.nodes.params[index])) from None
+        self.errors.append((index, exc))
+
+    def answered(self, index: int) -> None:
+        """That node answered: it is the one in use now."""
+        self.nodes.current = index
+
+    def none(self) -> NoneAnswered:
+        """The error for a round in which no node answered."""
+        return NoneAnswered(self.nodes.none_answered(self.errors), self.errors)

@@ -38,7 +38,7 @@ from urllib.parse import unquote_plus, urlsplit
 import pika
 import pika.credentials
 
-from workqueue.cli import Failure
+from workqueue.report import Failure
 
 TLS_PARAMETERS = ("cacertfile", "certfile", "keyfile", "verify", "server_name_indication")
 RABBITMQ_PARAMETERS = (*TLS_PARAMETERS, "auth_mechanism", "connection_timeout")
