@@ -11,6 +11,7 @@ start their nodes and clusters with the same code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -20,9 +21,11 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
+TAG = f"workqueue-{os.getpid()}"  # the comment on the iptables rules this process adds
 RESTART_AFTER = 10.0  # seconds a killed node stays down before `python -m demo.cluster` starts it again
 
 
@@ -100,8 +103,7 @@ class Node:
 
     def kill(self) -> None:
         """SIGKILL the node, as a crash would; returns once its port is closed."""
-        pid = int((self.dir / "pid").read_text().strip())
-        os.kill(pid, signal.SIGKILL)
+        os.kill(self.pid(), signal.SIGKILL)
         if self.proc:
             try:
                 self.proc.wait(30)
@@ -111,8 +113,42 @@ class Node:
         while answers(self.port) and time.monotonic() < deadline:
             time.sleep(0.1)
 
+    def pid(self) -> int:
+        """The broker's own process (the Erlang VM), from its pid file."""
+        return int((self.dir / "pid").read_text().strip())
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The node frozen (SIGSTOP) for the block, as a paused VM or a stuck host: the kernel still takes
+        connections and data for it, and nothing answers. Thawed (SIGCONT) after, whatever happens."""
+        pid = self.pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    @contextlib.contextmanager
+    def cut_off(self) -> Iterator[None]:
+        """The node's AMQP port cut off for the block, as by a firewall that drops packets: every packet
+        to and from it vanishes, nothing resets; its cluster links stay. Restored after (needs root and
+        iptables)."""
+        rules = [["INPUT", "-p", "tcp", way, str(self.port), "-j", "DROP", "-m", "comment", "--comment", TAG]
+                 for way in ("--dport", "--sport")]
+        for rule in rules:
+            subprocess.run(["iptables", "-I", *rule], check=True, timeout=30)
+        try:
+            yield
+        finally:
+            for rule in rules:
+                subprocess.run(["iptables", "-D", *rule], check=False, timeout=30)
+
     def close(self) -> None:
         """Stop the node and remove its folder."""
+        try:
+            os.kill(self.pid(), signal.SIGCONT)  # a node left frozen would not stop
+        except (OSError, ValueError):
+            pass
         try:
             self.ctl("stop")
         except (subprocess.SubprocessError, OSError):
