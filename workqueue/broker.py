@@ -52,8 +52,11 @@ def parameters(url: str) -> pika.URLParameters:
 def _password(url: str) -> str | None:
     try:
         return urlsplit(url).password
-    except ValueError:
-        return None
+    except ValueError:  # e.g. "Invalid IPv6 URL": find the password as urlsplit would, in user:password@
+        netloc = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]
+        userinfo, at, _ = netloc.rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        return password if at and colon else None
 
 
 def safe_url(url: str) -> str:

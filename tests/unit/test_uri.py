@@ -233,3 +233,12 @@ def test_safe_url_masks_only_the_password():
     assert broker.safe_url(f"amqp://alice:{PASSWORD}@h:5672/%2F") == "amqp://alice:***@h:5672/%2F"
     assert broker.safe_url("amqp://alice@h/") == "amqp://alice@h/"
     assert broker.safe_url("amqp://h/") == "amqp://h/"
+
+
+@pytest.mark.parametrize("url", [
+    f"amqp://alice:{PASSWORD}@[::1/%2F",  # urlsplit itself refuses it: Invalid IPv6 URL
+    f"amqp://alice:{PASSWORD}@[::1/%2F?heartbeat=5",
+])
+def test_url_that_urlsplit_refuses_is_named_without_its_password(url):
+    assert failure(url).startswith(f"malformed broker URL {url.replace(PASSWORD, '***')}: Invalid IPv6 URL")
+    assert broker.safe_url(url) == url.replace(PASSWORD, "***")
