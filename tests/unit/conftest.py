@@ -1,9 +1,12 @@
 """For the unit tests: no broker, no network. Any attempt to open a connection fails the test at once,
-so a test that would reach a broker (or any host) cannot pass by accident or wait for a timeout."""
+so a test that would reach a broker (or any host) cannot pass by accident or wait for a timeout.
+Loading the system's CAs (a few hundred ms each time on a busy machine) is only recorded: nothing here
+checks a broker's certificate."""
 
 from __future__ import annotations
 
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,14 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect_ex", _no_network)
     monkeypatch.setattr(socket, "create_connection", _no_network)
     monkeypatch.setattr(socket, "getaddrinfo", _no_network)
+
+
+@pytest.fixture(autouse=True)
+def system_cas(monkeypatch: pytest.MonkeyPatch) -> list[ssl.SSLContext]:
+    """The SSL contexts that would have loaded the system's CAs (``ssl.create_default_context()``)."""
+    loaded: list[ssl.SSLContext] = []
+    monkeypatch.setattr(ssl.SSLContext, "load_default_certs", lambda self, purpose=None: loaded.append(self))
+    return loaded
 
 
 @dataclass

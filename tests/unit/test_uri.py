@@ -33,8 +33,9 @@ def test_plain_amqp_url_has_no_tls_and_plain_credentials():
     assert params.external is False
 
 
-def test_amqps_without_parameters_uses_the_system_cas_and_checks_the_host():
+def test_amqps_without_parameters_uses_the_system_cas_and_checks_the_host(system_cas):
     params = broker.parameters("amqps://u:p@rabbit.example/%2F")
+    assert params.ssl_options.context in system_cas  # (pika makes one of its own for amqps:// too)
     assert params.port == 5671
     assert params.tls == uri.TLS(server_name="rabbit.example")
     context = params.ssl_options.context
@@ -42,13 +43,13 @@ def test_amqps_without_parameters_uses_the_system_cas_and_checks_the_host():
     assert params.ssl_options.server_hostname == "rabbit.example"
 
 
-def test_cacertfile_certfile_keyfile_make_an_ssl_context_with_the_client_certificate(certs):
+def test_cacertfile_certfile_keyfile_make_an_ssl_context_with_the_client_certificate(certs, system_cas):
     params = broker.parameters(f"amqps://u:p@rabbit.example/%2F?cacertfile={certs.ca}&certfile={certs.cert}"
                                f"&keyfile={certs.key}")
     assert isinstance(params.ssl_options, pika.SSLOptions)
     context = params.ssl_options.context
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
-    assert len(context.get_ca_certs()) == 1  # that file's CA only, not the system's
+    assert len(context.get_ca_certs()) == 1 and context not in system_cas  # that file's CA, not the system's
     assert params.tls == uri.TLS(server_name="rabbit.example", cacertfile=str(certs.ca), certfile=str(certs.cert),
                                  keyfile=str(certs.key), certificate_user="alice")
 
