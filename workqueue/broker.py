@@ -36,7 +36,9 @@ def parameters(url: str) -> pika.URLParameters:
                              "not amqp:// or amqps://")
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
         params = uri.Parameters(url)
-    except (ValueError, SyntaxError) as exc:  # SyntaxError: pika reads ssl_options={...} as a Python literal
+    # SyntaxError: pika reads ssl_options={...} as a Python literal; TypeError, AttributeError, OSError: pika's
+    # SSLContext from that literal (no CA named, not a dict, a file that is not there)
+    except (ValueError, SyntaxError, TypeError, AttributeError, OSError) as exc:
         text = str(exc)
         password = _password(url)
         if password:

@@ -243,3 +243,16 @@ def test_safe_url_masks_only_the_password():
 def test_url_that_urlsplit_refuses_is_named_without_its_password(url):
     assert failure(url).startswith(f"malformed broker URL {url.replace(PASSWORD, '***')}: Invalid IPv6 URL")
     assert broker.safe_url(url) == url.replace(PASSWORD, "***")
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ({}, "cafile, capath and cadata cannot be all omitted"),  # pika's TypeError
+    ({"ca_certs": 1}, "cafile should be a valid filesystem path"),  # TypeError
+    ({"ca_certs": "/no/such/ca.pem"}, "No such file or directory"),  # FileNotFoundError
+    ([1], "'list' object has no attribute 'get'"),  # AttributeError
+])
+def test_pikas_ssl_options_that_pika_cannot_use_are_a_failure_not_a_traceback(options, said):
+    url = f"amqps://alice:{PASSWORD}@h/?ssl_options={quote(repr(options))}"
+    text = failure(url)
+    assert text.startswith(f"malformed broker URL {url.replace(PASSWORD, '***')}: ")
+    assert said in text
