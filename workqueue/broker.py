@@ -36,7 +36,9 @@ def parameters(url: str) -> pika.URLParameters:
                              "not amqp:// or amqps://")
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
         params = uri.Parameters(url)
-    except (ValueError, SyntaxError) as exc:  # SyntaxError: pika reads ssl_options={...} as a Python literal
+    # SyntaxError: pika reads ssl_options={...} as a Python literal; TypeError, AttributeError, OSError: pika's
+    # SSLContext from that literal (no CA named, not a dict, a file that is not there)
+    except (ValueError, SyntaxError, TypeError, AttributeError, OSError) as exc:
         text = str(exc)
         password = _password(url)
         if password:
@@ -52,8 +54,11 @@ def parameters(url: str) -> pika.URLParameters:
 def _password(url: str) -> str | None:
     try:
         return urlsplit(url).password
-    except ValueError:
-        return None
+    except ValueError:  # e.g. "Invalid IPv6 URL": find the password as urlsplit would, in user:password@
+        netloc = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]
+        userinfo, at, _ = netloc.rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        return password if at and colon else None
 
 
 def safe_url(url: str) -> str:

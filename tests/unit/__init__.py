@@ -1,0 +1,1 @@
+"""Unit tests: no broker, no network, a few seconds in all."""
