@@ -141,10 +141,15 @@ class PrivateBroker(Node):
         self.wait_ready()
 
 
-@pytest.fixture(scope="session")
-def private_broker() -> Iterator[PrivateBroker]:
+def require_rabbitmq() -> None:
+    """For the tests that start nodes of their own: a failure, never a skip, where RabbitMQ is not installed."""
     if not (RABBIT_BIN / "rabbitmq-server").exists():
         pytest.fail("RabbitMQ is not installed: /usr/lib/rabbitmq/bin/rabbitmq-server is missing (see .ci/run)")
+
+
+@pytest.fixture(scope="session")
+def private_broker() -> Iterator[PrivateBroker]:
+    require_rabbitmq()
     node = PrivateBroker()
     node.start()
     yield node
@@ -153,8 +158,7 @@ def private_broker() -> Iterator[PrivateBroker]:
 
 @pytest.fixture(scope="session")
 def cluster_nodes() -> Iterator[Cluster]:
-    if not (RABBIT_BIN / "rabbitmq-server").exists():
-        pytest.fail("RabbitMQ is not installed: /usr/lib/rabbitmq/bin/rabbitmq-server is missing (see .ci/run)")
+    require_rabbitmq()
     nodes = Cluster()
     try:
         nodes.start()

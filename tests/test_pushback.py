@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from conftest import (
-    RABBIT_BIN,
     ROOT,
     PrivateBroker,
     Workers,
@@ -30,6 +29,7 @@ from conftest import (
     drain,
     queue_counts,
     rabbitmqctl,
+    require_rabbitmq,
     run_new_task,
     script_env,
 )
@@ -48,8 +48,7 @@ SECONDS_PER_DOT = "0.5"
 @pytest.fixture(scope="module")
 def nodes() -> Iterator[dict[str, PrivateBroker]]:
     """The alarm node and the consumer-timeout node, started side by side (about 10 s, not 20)."""
-    if not (RABBIT_BIN / "rabbitmq-server").exists():
-        pytest.fail("RabbitMQ is not installed: /usr/lib/rabbitmq/bin/rabbitmq-server is missing (see .ci/run)")
+    require_rabbitmq()
     alarm = PrivateBroker(name="wqalarm", config="memory_monitor_interval = 200\n")  # alarms within 0.2 s
     timeout = PrivateBroker(name="wqctimeout", config=f"consumer_timeout = {CONSUMER_TIMEOUT_MS}\n")
     advanced = timeout.dir / "advanced.config"
