@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -37,8 +35,9 @@ import pika  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from demo import queues  # noqa: E402
+from demo.children import Child, Task  # noqa: E402
 from demo.cluster import Cluster, Node  # noqa: E402 - the tests' and `python -m demo.cluster`'s nodes
-from demo.experiment import Task  # noqa: E402
 from demo.experiment import timeline as draw_timeline  # noqa: E402
 
 BENCH = ROOT / "bench"
@@ -56,30 +55,11 @@ def progress(message: str) -> None:
 # Queues
 
 
-def connect(url: str = URL) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.URLParameters(url.split(";")[0]))
-
-
-def declare(kind: str = "classic", url: str = URL) -> str:
+def new_queue(kind: str = "classic", url: str = URL) -> str:
+    """A queue of the benchmark's own, declared as the scripts declare it."""
     name = f"bench.{uuid.uuid4().hex[:10]}"
-    conn = connect(url)
-    args = {"x-queue-type": "quorum"} if kind == "quorum" else None
-    conn.channel().queue_declare(name, durable=True, arguments=args)
-    conn.close()
+    queues.declare(name, url, kind)
     return name
-
-
-def delete(name: str, url: str = URL) -> None:
-    conn = connect(url)
-    conn.channel().queue_delete(name)
-    conn.close()
-
-
-def depth(name: str, url: str = URL) -> int:
-    conn = connect(url)
-    count: int = conn.channel().queue_declare(name, passive=True).method.message_count
-    conn.close()
-    return count
 
 
 # Not passed on to the scripts: a user's shell has none of them (unbuffered output would slow the
@@ -172,7 +152,7 @@ def in_turn(i: int, first: Callable[[], None], second: Callable[[], None]) -> No
 
 def one_invocation(runs: int) -> Pairs:
     """Seconds for one `new_task.py task...`, ours and the tutorial's, from start to the end of its output."""
-    queue = declare()
+    queue = new_queue()
     env = env_for(queue)
     times = Pairs()
     try:
@@ -181,7 +161,7 @@ def one_invocation(runs: int) -> Pairs:
             in_turn(i, lambda: times.base.append(piped([PY, str(BENCH / "seed_new_task.py"), "task..."], env)[0]),
                     lambda: times.ours.append(piped([PY, "new_task.py", "--queue", queue, "task..."], env)[0]))
     finally:
-        delete(queue)
+        queues.delete(queue, URL)
     return times
 
 
@@ -199,17 +179,17 @@ class Batch:
 def publish_rate(name: str, cmd: list[str], count: int, url: str = URL, kind: str = "classic",
                  **extra: str) -> float:
     """msg/s of one publisher sending ``count`` lines of stdin; checks that all were stored and printed."""
-    queue = declare(kind, url)
+    queue = new_queue(kind, url)
     try:
         lines = "".join(f"task {i}.\n" for i in range(count)).encode()
         args = cmd + (["--queue", queue, "--queue-type", kind] if name == "ours" else [])
         seconds, out = piped(args, env_for(queue, url, **extra), stdin=lines)
-        stored, printed = depth(queue, url), sent_lines(out)
+        stored, printed = queues.depth(queue, url), sent_lines(out)
         if stored != count or printed != count:
             raise RuntimeError(f"{name}: {stored} of {count} messages in the queue, {printed} 'Sent' lines")
         return count / seconds
     finally:
-        delete(queue, url)
+        queues.delete(queue, url)
 
 
 def batch(count: int, confirm_count: int, repeat: int) -> Batch:
@@ -252,7 +232,7 @@ def fill(queue: str, count: int, kind: str) -> None:
 
 def drain_once(tutorial: bool, kind: str, count: int) -> tuple[float, float]:
     """One worker draining ``count`` no-op tasks: (msg/s from the first Received to the last Done, MiB)."""
-    queue = declare(kind)
+    queue = new_queue(kind)
     try:
         fill(queue, count, kind)
         if tutorial:
@@ -288,7 +268,7 @@ def drain_once(tutorial: bool, kind: str, count: int) -> tuple[float, float]:
             raise RuntimeError(f"the worker stopped after {done} of {count} tasks")
         return count / (last - first), rss
     finally:
-        delete(queue)
+        queues.delete(queue, URL)
 
 
 def drain(count: int, runs: int) -> dict[str, Drain]:
@@ -310,47 +290,12 @@ def drain(count: int, runs: int) -> dict[str, Drain]:
 # 4. The walkthrough's fair-dispatch experiment, at a tenth of its time
 
 
-class Lines:
-    """A child process's stdout and stderr lines, each with the time it came."""
-
-    def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        self.got: list[tuple[float, str]] = []
-        self.errors: list[tuple[float, str]] = []
-        self.changed = threading.Condition()
-        threading.Thread(target=self._read, args=(self.proc.stdout, self.got), daemon=True).start()
-        threading.Thread(target=self._read, args=(self.proc.stderr, self.errors), daemon=True).start()
-
-    def _read(self, stream: Any, into: list[tuple[float, str]]) -> None:
-        for line in stream:
-            with self.changed:
-                into.append((time.perf_counter(), line.rstrip("\n")))
-                self.changed.notify_all()
-
-    def count(self, text: str) -> int:
-        with self.changed:
-            return sum(text in line for _, line in self.got)
-
-    def wait_for(self, text: str, count: int, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while sum(text in line for _, line in self.got) < count:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"waited {timeout}s for {count} x {text!r}")
-                self.changed.wait(1)
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
 @dataclass
 class Experiment:
     prefetch: int
     fast: float  # seconds per task
     slow: float
-    tasks: dict[str, list[tuple[str, float, float]]]  # worker: (task, received, done), from the loop's start
+    tasks: dict[str, list[Task]]  # each worker's tasks done, their times from the loop's start
     makespan: float  # from the start of the shell loop to the last Done
 
     def split(self) -> str:
@@ -359,14 +304,14 @@ class Experiment:
 
 def experiment(prefetch: int, fast: float = 0.2, slow: float = 0.5) -> Experiment:
     """Two of our workers (fast and slow), fed ten tasks by the walkthrough's shell loop."""
-    queue = declare()
-    workers: dict[str, Lines] = {}
+    queue = new_queue()
+    workers: dict[str, Child] = {}
     try:
         for label, seconds in (("fast", fast), ("slow", slow)):
-            workers[label] = Lines([PY, "worker.py", "--queue", queue, "--sleep", str(seconds),
+            workers[label] = Child([PY, "worker.py", "--queue", queue, "--sleep", str(seconds),
                                     "--prefetch", str(prefetch)], env_for(queue))
-            workers[label].wait_for("Waiting for messages", 1)
-        start = time.perf_counter()
+            workers[label].wait_for("Waiting for messages", timeout=300)
+        start = time.monotonic()
         _, out = piped(["bash", "-c", 'for i in $(seq 10); do "$PY" new_task.py --queue "$Q" $i; done'],
                        {**env_for(queue), "PY": PY, "Q": queue})
         if sent_lines(out) != 10:
@@ -376,30 +321,22 @@ def experiment(prefetch: int, fast: float = 0.2, slow: float = 0.5) -> Experimen
             if any(w.proc.poll() is not None for w in workers.values()):
                 raise RuntimeError("a worker of the experiment exited")
             time.sleep(0.05)
-        tasks: dict[str, list[tuple[str, float, float]]] = {}
+        tasks: dict[str, list[Task]] = {}
         for label, w in workers.items():
             w.stop()
-            current: tuple[str, float] | None = None
-            for t, line in w.got:
-                found = re.match(r" \[x\] Received b'(\d+)'", line)
-                if found:
-                    current = (found[1], t)
-                elif line == " [x] Done" and current:
-                    tasks.setdefault(label, []).append((current[0], current[1] - start, t - start))
-                    current = None
-        end = max(stop for spans in tasks.values() for _, _, stop in spans)
+            tasks[label] = [task for task in w.tasks(since=start) if task.done is not None]
+        end = max(task.done or 0.0 for done in tasks.values() for task in done)
         return Experiment(prefetch, fast, slow, tasks, end)
     finally:
         for w in workers.values():
-            if w.proc.poll() is None:
-                w.stop()
-        delete(queue)
+            w.stop()
+        queues.delete(queue, URL)
 
 
 def timeline(run: Experiment, scale: float = 0.05) -> str:
     """Each worker a row; each task drawn from when it was received to when it was done (as `python -m
     demo` draws them)."""
-    rows = [(f"{seconds:.1f} s worker", [Task(*task) for task in run.tasks.get(label, [])])
+    rows = [(f"{seconds:.1f} s worker", run.tasks.get(label, []))
             for label, seconds in (("fast", run.fast), ("slow", run.slow))]
     return "\n".join(draw_timeline(rows, run.makespan, scale))
 
@@ -418,31 +355,27 @@ def failover_once(cluster: Any) -> float:
     """A worker of short tasks on the cluster's first node; that node is SIGKILLed: seconds from the kill
     to the worker's first Done after it says it is connected again (through another node)."""
     urls = ";".join(cluster.urls)
-    queue = declare("quorum", urls)
+    queue = new_queue("quorum", urls)
     worker = None
     try:
         _, out = piped([PY, "new_task.py", "--queue", queue, "--queue-type", "quorum", "--stdin"],
                        env_for(queue, urls), stdin=b"x\n" * 2000)
-        worker = Lines([PY, "worker.py", "--queue", queue, "--queue-type", "quorum", "--sleep", "0.01"],
+        worker = Child([PY, "worker.py", "--queue", queue, "--queue-type", "quorum", "--sleep", "0.01"],
                        env_for(queue, urls))
-        worker.wait_for(" [x] Done", 50)
-        killed = time.perf_counter()
+        worker.wait_for(" [x] Done", 50, timeout=300)
+        killed = time.monotonic()
         cluster.nodes[0].kill()
-        deadline = time.monotonic() + 120
-        with worker.changed:
-            while True:
-                back = [t for t, line in worker.errors if "connected again" in line]
-                done = [t for t, line in worker.got if back and t > back[0] and line == " [x] Done"]
-                if done:
-                    return done[0] - killed
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no Done after the kill; stderr: {worker.errors}")
-                worker.changed.wait(1)
+
+        def done_after_reconnecting() -> float | None:
+            back = worker.first("connected again", errors=True)
+            return next((at for at, text in worker.out if back and at > back and text == " [x] Done"), None)
+
+        return worker.wait_until(done_after_reconnecting, 120, "a Done after the kill") - killed
     finally:
         if worker:
             worker.stop()
         cluster.wait_whole()
-        delete(queue, urls)
+        queues.delete(queue, urls)
 
 
 def cluster_runs(count: int, repeat: int) -> ClusterRun:
@@ -480,7 +413,7 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     try:
-        conn = connect()
+        conn = queues.connect(URL)
         rabbit = conn._impl.server_properties.get("version") or "?"  # what the broker says in its handshake
         conn.close()
     except Exception:  # the report goes on without it

@@ -182,10 +182,21 @@ class Cluster:
         self.wait_whole(timeout=180)
 
     def live(self) -> Node:
-        for node in self.nodes:
-            if answers(node.port):
-                return node
-        raise RuntimeError("no node of the cluster is up")
+        """The first node whose broker answers."""
+        import pika.exceptions  # only here, as in Node.wait_ready
+
+        from workqueue import nodes
+
+        brokers = nodes.Nodes(self.urls)
+        try:
+            connection = brokers.connect(start=0, timeout=2)
+        except nodes.NoneAnswered:
+            raise RuntimeError("no node of the cluster is up") from None
+        try:
+            connection.close()
+        except (pika.exceptions.AMQPError, OSError):
+            pass  # it answered: enough
+        return self.nodes[brokers.current]
 
     def members_running(self) -> set[str]:
         """The names of the nodes the cluster sees running."""

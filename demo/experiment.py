@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import queue as queues
-import re
 import shutil
 import signal
 import socket
@@ -26,18 +25,16 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 
 import pika
 import pika.exceptions as px
 
-from workqueue import broker, cli
+from demo.children import Child, Line, Task
+from workqueue import broker, cli, nodes
 
-ROOT = Path(__file__).resolve().parent.parent
 FAST, SLOW = 2.0, 5.0  # the walkthrough's workers: seconds per task at --speed 1
 TASKS = [str(i) for i in range(1, 11)]  # `seq 10`
 LOOP = "for i in `seq 10`; do python new_task.py $i; done"
@@ -138,42 +135,18 @@ class Signals:
 # Child processes
 
 
-@dataclass
-class Line:
-    at: float
-    child: Child
-    text: str | None  # None: the child's output has ended
+class Script(Child):
+    """One of the project's scripts in a child process, stderr merged into its output lines."""
 
-
-@dataclass(eq=False)
-class Child:
-    """A script in a child process; its output lines (stderr merged) go to ``lines`` as they come."""
-
-    label: str
-    proc: subprocess.Popen[str]
-    tail: list[str] = field(default_factory=list)  # its last lines, for error messages
-
-    @classmethod
-    def start(cls, label: str, args: list[str], url: str, lines: queues.Queue[Line], stdin: bool = False) -> Child:
+    def __init__(self, label: str, args: list[str], url: str, on_line: Callable[[Child, Line], None],
+                 stdin: bool = False) -> None:
+        self.label = label
         env = dict(os.environ, AMQP_URL=url)  # the URL stays out of `ps`
-        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, text=True,
-                                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        child = cls(label, proc)
-        threading.Thread(target=child._read, args=(lines,), daemon=True).start()
-        return child
-
-    def _read(self, lines: queues.Queue[Line]) -> None:
-        assert self.proc.stdout
-        for text in self.proc.stdout:
-            text = text.rstrip("\n")
-            self.tail = [*self.tail[-4:], text]
-            lines.put(Line(time.monotonic(), self, text))
-        lines.put(Line(time.monotonic(), self, None))
+        super().__init__([sys.executable, *args], env, stdin=stdin, merge_stderr=True, on_line=on_line)
 
     def error(self) -> str:
         """The child's own error line, if it gave one."""
-        for text in reversed(self.tail):
+        for text in reversed(self.lines[-5:]):
             if text.startswith("error: "):
                 return text.removeprefix("error: ")
         return f"exit status {self.proc.returncode}"
@@ -214,16 +187,6 @@ class Screen:
             print(f"{time_text:>6}  {self.labels[window]:<{self.width}} |{text}")
 
 
-RECEIVED = re.compile(r" \[x\] Received b'(.*)'")
-
-
-@dataclass
-class Task:
-    name: str
-    received: float
-    done: float | None = None
-
-
 def timeline(rows: list[tuple[str, list[Task]]], end: float, scale: float, tick: int = 10) -> list[str]:
     """A row per worker; each task drawn as [n---] from when it was received to when it was done."""
     width = int(end / scale) + 2
@@ -234,10 +197,10 @@ def timeline(rows: list[tuple[str, list[Task]]], end: float, scale: float, tick:
         for task in tasks:
             stop = task.done if task.done is not None else end
             a = int(task.received / scale)
-            b = max(int(stop / scale), a + len(task.name) + 2)
+            b = max(int(stop / scale), a + len(task.body) + 2)
             for i in range(a, min(b, width)):
                 cells[i] = "-"
-            for i, ch in enumerate(f"[{task.name}"):
+            for i, ch in enumerate(f"[{task.body}"):
                 if a + i < width:
                     cells[a + i] = ch
             if b - 1 < width:
@@ -256,40 +219,29 @@ class Experiment:
         self.args = args
         self.signals = signals
         self.urls: list[str] = getattr(args, "urls", None) or [args.url]  # a cluster's nodes may be several
-        self.nodes = [broker.parameters(url) for url in self.urls]  # a malformed URL: a Failure, before anything
-        self.params = self.nodes[0]
+        self.nodes = nodes.Nodes(self.urls)  # a malformed URL: a Failure, before anything
         # The children's AMQP_URL: the broker's URL (or URLs), kept out of their command lines, which `ps` shows
         self.children_url = ";".join(self.urls)
         self.seconds = (FAST / args.speed, SLOW / args.speed)  # window 1, window 2
         self.labels = (f"{self.seconds[0]:g} s worker", f"{self.seconds[1]:g} s worker")
-        self.lines: queues.Queue[Line] = queues.Queue()
-        self.workers: list[Child] = []
+        self.lines: queues.Queue[tuple[Child, Line]] = queues.Queue()  # each child's lines, as they come
+        self.workers: list[Script] = []
         self.windows: dict[Child, int] = {}  # 0: window 1, the fast worker; 1: window 2, the slow one
-        self.producers: list[Child] = []
+        self.producers: list[Script] = []
         self.created = False
         self.deleted = False
         self.start: float | None = None  # when the loop began: time 0
-        self.tasks: dict[Child, list[Task]] = {}
         self.loop_failure: str | None = None
 
     # -- the broker
 
     def connect(self, timeout: float | None = None) -> pika.BlockingConnection:
         """A connection to the first of the broker's URLs that answers (a cluster's nodes may be several)."""
-        first: BaseException | None = None
-        for params in self.nodes:
-            if timeout:  # to clean up: not long, and once (the last use of these parameters)
-                params.socket_timeout = params.stack_timeout = timeout
-                params.connection_attempts = 1
-            try:
-                connection = pika.BlockingConnection(params)
-            except (px.AMQPError, OSError) as exc:
-                first = first or exc
-                continue
-            self.params = params  # the broker that answered: errors name it
-            return connection
-        assert first is not None
-        raise cli.Failure(unreachable(first, self.nodes[0], self.urls == [cli.DEFAULT_URL]))
+        try:
+            return self.nodes.connect(start=0, timeout=timeout)
+        except nodes.NoneAnswered as exc:
+            index, first = exc.errors[0]
+            raise cli.Failure(unreachable(first, self.nodes.params[index], self.urls == [cli.DEFAULT_URL])) from None
 
     @contextmanager
     def connection(self, timeout: float | None = None) -> Iterator[pika.BlockingConnection]:
@@ -298,7 +250,7 @@ class Experiment:
         try:
             yield connection
         except px.AMQPError as exc:
-            raise cli.Failure(broker.explain(exc, self.params, self.args.queue)) from None
+            raise cli.Failure(broker.explain(exc, self.nodes.in_use, self.args.queue)) from None
         except KeyboardInterrupt:
             raise  # no goodbye to the broker: pika may be halfway through a call, and the process ends now
         finally:
@@ -347,18 +299,17 @@ class Experiment:
 
     # -- the children
 
-    def start_child(self, label: str, args: list[str], stdin: bool = False) -> Child:
+    def start_child(self, label: str, args: list[str], stdin: bool = False) -> Script:
         with self.signals.held():  # a Ctrl+C now would leave a child the demo does not know about
-            child = Child.start(label, args, self.children_url, self.lines, stdin)
+            child = Script(label, args, self.children_url, lambda child, line: self.lines.put((child, line)), stdin)
             (self.producers if stdin else self.workers).append(child)
         return child
 
-    def start_worker(self, window: int) -> Child:
+    def start_worker(self, window: int) -> Script:
         seconds = self.seconds[window]
         child = self.start_child(self.labels[window], [
             "worker.py", "--sleep", f"{seconds:g}", "--prefetch", str(self.args.prefetch),
             "--queue", self.args.queue, "--queue-type", self.args.queue_type])
-        self.tasks[child] = []
         self.windows[child] = window
         return child
 
@@ -383,29 +334,22 @@ class Experiment:
         wait = until
         while True:
             try:
-                line = self.lines.get(timeout=wait) if wait > 0 else self.lines.get_nowait()
+                child, line = self.lines.get(timeout=wait) if wait > 0 else self.lines.get_nowait()
             except queues.Empty:
                 return
             wait = 0
-            self.show(line)
+            self.show(child, line)
 
-    def show(self, line: Line) -> None:
-        if line.text is None:
-            return
+    def show(self, child: Child, line: Line) -> None:
         at = None if self.start is None else line.at - self.start
-        if line.child in self.producers:
-            self.screen.line(2, at, line.text)
-            return
-        self.screen.line(self.windows[line.child], at, line.text)
-        tasks = self.tasks[line.child]
-        received = RECEIVED.match(line.text)
-        if received and at is not None:
-            tasks.append(Task(received[1], at))
-        elif line.text == " [x] Done" and tasks and tasks[-1].done is None and at is not None:
-            tasks[-1].done = at
+        self.screen.line(self.windows.get(child, 2), at, line.text)  # window 3: the loop's new_task.py runs
+
+    def tasks(self, worker: Script) -> list[Task]:
+        """The worker's tasks, their times from the loop's start."""
+        return worker.tasks(since=self.start or 0.0)
 
     def done(self) -> list[str]:
-        return [t.name for tasks in self.tasks.values() for t in tasks if t.done is not None]
+        return [t.body for worker in self.workers for t in self.tasks(worker) if t.done is not None]
 
     def check_children(self) -> None:
         for worker in self.workers:
@@ -426,7 +370,7 @@ class Experiment:
         prefetch = "" if args.prefetch == 1 else f" --prefetch {args.prefetch}"
         self.create_queue()  # first: if the broker is not there, the error is all there is to say
         self.say(f"The Japanese walkthrough's experiment{times}: a {fast} s and a {slow} s worker share ten "
-                 f"tasks, {mode}. Broker {broker.where(self.params)}, queue {args.queue} (the demo's own, "
+                 f"tasks, {mode}. Broker {self.nodes.where()}, queue {args.queue} (the demo's own, "
                  "deleted at the end). Ctrl+C stops it all.")
         print(f"  window 1: python worker.py --sleep {fast}{prefetch}")
         print(f"  window 2: python worker.py --sleep {slow}{prefetch}")
@@ -471,9 +415,9 @@ class Experiment:
     def summary(self) -> None:
         print()
         for worker in sorted(self.workers, key=self.windows.__getitem__):
-            names = [t.name for t in self.tasks[worker]]
+            names = [t.body for t in self.tasks(worker)]
             print(f"{worker.label}: {len(names)} task{'s' if len(names) != 1 else ''} ({', '.join(names)})")
-        end = max(t.done or 0.0 for tasks in self.tasks.values() for t in tasks)
+        end = max(t.done or 0.0 for worker in self.workers for t in self.tasks(worker))
         if self.args.prefetch == 1:
             why = ("prefetch 1: the broker gives a worker no new task until it has acknowledged the last one, "
                    "so each task goes to whichever worker is free first.")
@@ -484,7 +428,7 @@ class Experiment:
             why = f"prefetch {self.args.prefetch}: a worker may hold that many unacknowledged tasks."
         self.say(f"All ten done {end:.2f} s after the loop began. {why}")
         print()
-        rows = [(w.label, self.tasks[w]) for w in sorted(self.workers, key=self.windows.__getitem__)]
+        rows = [(w.label, self.tasks(w)) for w in sorted(self.workers, key=self.windows.__getitem__)]
         for line in timeline(rows, end, scale=0.5 / self.args.speed):
             print(line)
 

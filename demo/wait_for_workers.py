@@ -3,10 +3,20 @@
 
 import time
 
-import pika
 import pika.exceptions as px
 
-from workqueue import broker, cli
+from workqueue import broker, cli, nodes
+
+
+def consumers(brokers: nodes.Nodes, queue: str) -> int:
+    """The queue's consumers, as the first node that answers counts them."""
+    connection = brokers.connect(start=0)  # any node of a cluster will do
+    try:
+        count: int = connection.channel().queue_declare(queue=queue, passive=True).method.consumer_count
+        return count
+    finally:
+        if connection.is_open:
+            connection.close()
 
 
 def main() -> None:
@@ -14,23 +24,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="consumers to wait for")
     parser.add_argument("--timeout", type=cli.seconds, default=120, help="seconds to wait at most")
     args = cli.parse(parser)
-    brokers = [broker.parameters(url) for url in args.urls]  # any node of a cluster will do
+    brokers = nodes.Nodes(args.urls)
     deadline = time.monotonic() + args.timeout
     while True:
-        for params in brokers:
-            try:
-                connection = pika.BlockingConnection(params)
-                try:
-                    declared = connection.channel().queue_declare(queue=args.queue, passive=True)
-                    if declared.method.consumer_count >= args.workers:
-                        return
-                finally:
-                    if connection.is_open:
-                        connection.close()
-                break
-            except (px.AMQPError, OSError) as exc:
-                if time.monotonic() > deadline and params is brokers[-1]:
-                    raise cli.Failure(broker.explain(exc, params, args.queue)) from None
+        try:
+            if consumers(brokers, args.queue) >= args.workers:
+                return
+        except nodes.NoneAnswered:
+            if time.monotonic() > deadline:
+                raise
+        except (px.AMQPError, OSError) as exc:  # the queue is not there yet: the workers declare it
+            if time.monotonic() > deadline:
+                raise cli.Failure(broker.explain(exc, brokers.in_use, args.queue)) from None
         if time.monotonic() > deadline:
             raise cli.Failure(f"fewer than {args.workers} workers consume from {args.queue!r} after {args.timeout:g} s")
         time.sleep(0.5)

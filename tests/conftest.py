@@ -9,13 +9,12 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pika
@@ -23,7 +22,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from demo import queues  # noqa: E402
+from demo.children import Child  # noqa: E402
 from demo.cluster import RABBIT_BIN, Cluster, Node, free_port  # noqa: E402, F401 - free_port for the tests
+from workqueue.report import Failure  # noqa: E402
 
 URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/%2F")
 
@@ -42,70 +44,15 @@ def run_new_task(*args: str, url: str = URL, stdin: str | None = None,
                           capture_output=True, env=script_env(url), timeout=timeout, cwd=ROOT)
 
 
-class Worker:
+class Worker(Child):
     """worker.py in a child process; its output lines are collected as they come."""
 
     def __init__(self, *args: str, url: str = URL) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "worker.py"), *args], text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=script_env(url), cwd=ROOT)
-        self.lines: list[str] = []
-        self.errors: list[str] = []
-        self.times: list[float] = []  # when each line of self.lines came
-        self._changed = threading.Condition()
-        for stream, into in ((self.proc.stdout, self.lines), (self.proc.stderr, self.errors)):
-            threading.Thread(target=self._read, args=(stream, into), daemon=True).start()
-
-    def _read(self, stream, into: list[str]) -> None:
-        for line in stream:
-            with self._changed:
-                into.append(line.rstrip("\n"))
-                if into is self.lines:
-                    self.times.append(time.monotonic())
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_for(self, text: str, count: int = 1, timeout: float = 30, errors: bool = False) -> None:
-        """Until ``count`` lines of stdout (stderr with errors=True) contain ``text``."""
-        into = self.errors if errors else self.lines
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while sum(text in line for line in into) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"waited {timeout}s for {count} x {text!r}; stdout: {self.lines[-20:]}; "
-                                         f"stderr: {self.errors[-10:]}")
-                self._changed.wait(min(left, 0.5))
-
-    def count(self, text: str) -> int:
-        with self._changed:
-            return sum(text in line for line in self.lines)
+        super().__init__([sys.executable, str(ROOT / "worker.py"), *args], script_env(url))
 
     def done(self) -> list[str]:
         """The bodies of the tasks this worker reported Done, in order."""
-        with self._changed:
-            lines = list(self.lines)
-        bodies, current = [], None
-        for line in lines:
-            found = re.match(r" \[x\] Received b'(.*)'", line)
-            if found:
-                current = found[1]
-            elif line == " [x] Done" and current is not None:
-                bodies.append(current)
-                current = None
-        return bodies
-
-    def signal(self, signum: int) -> None:
-        self.proc.send_signal(signum)
-
-    def wait(self, timeout: float = 30) -> int:
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        return [task.body for task in self.tasks() if task.done is not None]
 
 
 class Workers(list):
@@ -137,18 +84,13 @@ def workers() -> Iterator[Workers]:
 
 
 def connect(url: str = URL) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.URLParameters(url))
+    return queues.connect(url)
 
 
 def delete_queue(name: str, url: str = URL) -> None:
-    try:
-        conn = connect(url)
-    except pika.exceptions.AMQPError:
-        return
-    try:
-        conn.channel().queue_delete(name)
-    finally:
-        conn.close()
+    """Delete the queue, if its broker answers."""
+    with suppress(Failure):
+        queues.delete(name, url)
 
 
 @pytest.fixture
@@ -159,35 +101,18 @@ def queue_name(request) -> Iterator[str]:
 
 
 def ready_count(name: str, url: str = URL) -> int:
-    """Messages ready in the queue (a passive declare: not unacked ones)."""
-    conn = connect(url)
-    try:
-        return conn.channel().queue_declare(name, passive=True).method.message_count
-    finally:
-        conn.close()
+    return queues.depth(name, url)
 
 
 def drain(name: str, url: str = URL) -> list[tuple[bytes, pika.spec.BasicProperties, bool]]:
-    """Take every ready message from the queue: (body, properties, redelivered)."""
-    conn = connect(url)
-    got = []
-    try:
-        ch = conn.channel()
-        while True:
-            method, props, body = ch.basic_get(name, auto_ack=True)
-            if method is None:
-                return got
-            got.append((body, props, method.redelivered))
-    finally:
-        conn.close()
+    return queues.drain(name, url)
 
 
 def rabbitmqctl(*args: str, node: Node | None = None) -> str:
+    """rabbitmqctl for a node of the tests' own, or for the shared broker."""
     if node:
-        cmd, env = [str(RABBIT_BIN / "rabbitmqctl"), "-n", node.nodename, *args], node.env
-    else:
-        cmd, env = ["rabbitmqctl", *args], None
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, check=True, timeout=120).stdout
+        return node.ctl(*args)
+    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, check=True, timeout=120).stdout
 
 
 def queue_counts(name: str, node: Node | None = None) -> tuple[int, int]:
@@ -211,15 +136,20 @@ class PrivateBroker(Node):
 
     def restart(self) -> None:
         """A graceful restart: every connection is closed, durable state is kept."""
-        rabbitmqctl("stop_app", node=self)
-        rabbitmqctl("start_app", node=self)
+        self.ctl("stop_app")
+        self.ctl("start_app")
         self.wait_ready()
+
+
+def require_rabbitmq() -> None:
+    """For the tests that start nodes of their own: a failure, never a skip, where RabbitMQ is not installed."""
+    if not (RABBIT_BIN / "rabbitmq-server").exists():
+        pytest.fail("RabbitMQ is not installed: /usr/lib/rabbitmq/bin/rabbitmq-server is missing (see .ci/run)")
 
 
 @pytest.fixture(scope="session")
 def private_broker() -> Iterator[PrivateBroker]:
-    if not (RABBIT_BIN / "rabbitmq-server").exists():
-        pytest.fail("RabbitMQ is not installed: /usr/lib/rabbitmq/bin/rabbitmq-server is missing (see .ci/run)")
+    require_rabbitmq()
     node = PrivateBroker()
     node.start()
     yield node
@@ -228,8 +158,7 @@ def private_broker() -> Iterator[PrivateBroker]:
 
 @pytest.fixture(scope="session")
 def cluster_nodes() -> Iterator[Cluster]:
-    if not (RABBIT_BIN / "rabbitmq-server").exists():
-        pytest.fail("RabbitMQ is not installed: /usr/lib/rabbitmq/bin/rabbitmq-server is missing (see .ci/run)")
+    require_rabbitmq()
     nodes = Cluster()
     try:
         nodes.start()

@@ -14,7 +14,6 @@ import struct
 import subprocess
 import sys
 import termios
-import threading
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, URL, PrivateBroker, connect, delete_queue, free_port, queue_counts, run_new_task, script_env
+from demo.children import Child, Line, tasks
 
 TEN = [str(i) for i in range(1, 11)]
 EVENT = re.compile(r"^ *(?P<at>\d+\.\d\d)? +(?P<who>\S.*?) *\|(?P<text>.*)$")  # piped: "  0.04  0.2 s worker | [x] ..."
@@ -81,7 +81,7 @@ def events(stdout: str) -> dict[str, list[str]]:
 
 
 def received(lines: list[str]) -> list[str]:
-    return [m[1] for m in (re.match(r" \[x\] Received b'(.*)'", line) for line in lines) if m]
+    return [task.body for task in tasks(Line(0.0, line) for line in lines)]
 
 
 def splits(stdout: str) -> dict[str, list[str]]:
@@ -163,25 +163,11 @@ def test_round_robin_demo_in_a_terminal_shows_two_windows_side_by_side_and_split
     assert not queue_exists(demo_queue(out))
 
 
-def collect(stream, into: list[str]) -> None:
-    for line in stream:
-        into.append(line)
-
-
 def test_ctrl_c_to_the_process_group_mid_run_stops_everything_and_deletes_the_queue():
-    proc = subprocess.Popen([sys.executable, "-m", "demo", "--speed", "5"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=script_env(URL), start_new_session=True)
-    lines: list[str] = []
-    err: list[str] = []
-    readers = [threading.Thread(target=collect, args=(stream, into), daemon=True)
-               for stream, into in ((proc.stdout, lines), (proc.stderr, err))]
-    for reader in readers:
-        reader.start()
+    demo_run = Child([sys.executable, "-m", "demo", "--speed", "5"], script_env(URL), new_session=True)
+    proc = demo_run.proc
     try:
-        deadline = time.monotonic() + 40
-        while not any("Received b'3'" in line for line in lines):
-            assert proc.poll() is None and time.monotonic() < deadline, (lines, err)
-            time.sleep(0.02)
+        demo_run.wait_for("Received b'3'", timeout=40)
         members = group_members(proc.pid)
         assert sum("worker.py" in m for m in members) == 2, members  # mid-run: both workers are there
         interrupted = time.monotonic()
@@ -189,11 +175,9 @@ def test_ctrl_c_to_the_process_group_mid_run_stops_everything_and_deletes_the_qu
         code = proc.wait(timeout=30)
         took = time.monotonic() - interrupted
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    for reader in readers:
-        reader.join(5)
-    out = "".join(lines)
+        demo_run.stop()
+    demo_run.wait()  # its output read to the end
+    out, err = "\n".join(demo_run.lines), demo_run.errors
     assert code == 130
     assert took < 10  # "within a few seconds": well under 1 s here
     assert group_gone(proc.pid), group_members(proc.pid)  # no worker, no new_task.py
@@ -246,37 +230,18 @@ COMPOSE = ROOT / "docker-compose.yml"
 SCALE = 0.5  # the walkthrough's 2 s and 5 s at half time; the shell loop's ~0.1 s a task stays well ahead
 
 
-class Service:
+def run_service(spec: dict, url: str, bin_dir: Path) -> Child:
     """A compose service's command as a local process: `python` is this Python, AMQP_URL the given one."""
-
-    def __init__(self, name: str, service: dict, url: str, bin_dir: Path) -> None:
-        self.name = name
-        command = [str(word) for word in service["command"]]
-        if command[:2] == ["sh", "-c"]:
-            command[2] = command[2].replace("$$", "$")  # compose's escape for a literal $
-        for i, word in enumerate(command[:-1]):
-            if word == "--sleep":
-                command[i + 1] = f"{float(command[i + 1]) * SCALE:g}"
-        env = {**script_env(), **{k: str(v) for k, v in (service.get("environment") or {}).items()}}
-        env["AMQP_URL"] = url
-        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-        self.command = command
-        self.proc = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self.lines: list[tuple[float, str]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:  # type: ignore[union-attr]
-            self.lines.append((time.monotonic(), line.rstrip("\n")))
-
-    def first(self, text: str) -> float | None:
-        return next((t for t, line in list(self.lines) if text in line), None)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+    command = [str(word) for word in spec["command"]]
+    if command[:2] == ["sh", "-c"]:
+        command[2] = command[2].replace("$$", "$")  # compose's escape for a literal $
+    for i, word in enumerate(command[:-1]):
+        if word == "--sleep":
+            command[i + 1] = f"{float(command[i + 1]) * SCALE:g}"
+    env = {**script_env(), **{k: str(v) for k, v in (spec.get("environment") or {}).items()}}
+    env["AMQP_URL"] = url
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    return Child(command, env, merge_stderr=True, new_session=True)
 
 
 @pytest.fixture
@@ -297,33 +262,33 @@ def test_compose_demo_commands_run_the_experiment_and_the_producer_waits_for_bot
     shim.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} \"$@\"\n")
     shim.chmod(0o755)
     url = compose_broker.url
-    started: list[Service] = []
+    started: list[Child] = []
     try:
         # Started one at a time, to see the producer wait: first the producer, then one worker, then the other.
-        producer = Service(producer_name, demo_services[producer_name], url, tmp_path)
+        producer = run_service(demo_services[producer_name], url, tmp_path)
         started.append(producer)
         fast_name, slow_name = sorted(workers, key=lambda n: float(workers[n]["command"][-1]))
         time.sleep(1.5)
         assert producer.proc.poll() is None and producer.lines == [], producer.lines  # no worker yet: it waits
-        fast = Service(fast_name, workers[fast_name], url, tmp_path)
+        fast = run_service(workers[fast_name], url, tmp_path)
         started.append(fast)
         time.sleep(1.5)
         assert producer.proc.poll() is None and producer.first("Sent") is None, producer.lines  # one worker: waits
-        slow = Service(slow_name, workers[slow_name], url, tmp_path)
+        slow = run_service(workers[slow_name], url, tmp_path)
         started.append(slow)
-        assert producer.proc.wait(60) == 0, producer.lines
+        assert producer.wait(60) == 0, producer.lines
         deadline = time.monotonic() + 60
-        while sum(line == " [x] Done" for w in (fast, slow) for _, line in w.lines) < 10:
+        while sum(w.count(" [x] Done") for w in (fast, slow)) < 10:
             assert time.monotonic() < deadline, (fast.lines, slow.lines)
             time.sleep(0.1)
-        sent = [line for _, line in producer.lines]
+        sent = producer.lines
         assert sent == [f" [x] Sent '{i}'" for i in TEN]  # the shell loop, in order
         first_sent = producer.first("Sent")
         assert first_sent is not None
         both_waiting = max(w.first("Waiting for messages") or float("inf") for w in (fast, slow))
         assert first_sent > both_waiting  # the producer sent nothing until both workers were there
-        fast_tasks = received([line for _, line in fast.lines])
-        slow_tasks = received([line for _, line in slow.lines])
+        fast_tasks = received(fast.lines)
+        slow_tasks = received(slow.lines)
         assert sorted(fast_tasks + slow_tasks, key=int) == TEN  # each task once
         assert (len(fast_tasks), len(slow_tasks)) == (7, 3), (fast_tasks, slow_tasks)
         assert queue_counts("task_queue", node=compose_broker) == (0, 0)  # all acknowledged

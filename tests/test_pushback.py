@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,18 +22,19 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from conftest import (
-    RABBIT_BIN,
     ROOT,
     PrivateBroker,
     Workers,
-    connect,
     delete_queue,
     drain,
     queue_counts,
     rabbitmqctl,
+    require_rabbitmq,
     run_new_task,
     script_env,
 )
+from demo import queues
+from demo.children import Child
 
 CONSUMER_TIMEOUT_MS = 1000
 TICK_MS = 250  # the channels' tick: how often a channel looks at its consumers' timeouts
@@ -49,8 +48,7 @@ SECONDS_PER_DOT = "0.5"
 @pytest.fixture(scope="module")
 def nodes() -> Iterator[dict[str, PrivateBroker]]:
     """The alarm node and the consumer-timeout node, started side by side (about 10 s, not 20)."""
-    if not (RABBIT_BIN / "rabbitmq-server").exists():
-        pytest.fail("RabbitMQ is not installed: /usr/lib/rabbitmq/bin/rabbitmq-server is missing (see .ci/run)")
+    require_rabbitmq()
     alarm = PrivateBroker(name="wqalarm", config="memory_monitor_interval = 200\n")  # alarms within 0.2 s
     timeout = PrivateBroker(name="wqctimeout", config=f"consumer_timeout = {CONSUMER_TIMEOUT_MS}\n")
     advanced = timeout.dir / "advanced.config"
@@ -103,11 +101,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 
 def consumers(queue_name: str, node: PrivateBroker) -> int:
-    conn = connect(node.url)
-    try:
-        return conn.channel().queue_declare(queue_name, passive=True).method.consumer_count
-    finally:
-        conn.close()
+    return queues.consumers(queue_name, node.url)
 
 
 def erlang(node: PrivateBroker, expression: str) -> str:
@@ -148,60 +142,19 @@ def memory_alarm(node: PrivateBroker) -> Iterator[None]:
         set_watermark(node, "0.4", alarm=False)  # the default
 
 
-class NewTask:
+def new_task(*args: str, url: str, stdin: str | bool = False) -> Child:
     """new_task.py in a child process, its output lines collected as they come, with their times."""
+    return Child([sys.executable, str(ROOT / "new_task.py"), *args], script_env(url), stdin=stdin)
 
-    def __init__(self, *args: str, url: str, stdin: str | None = None) -> None:
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "new_task.py"), *args], text=True,
-                                     stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=script_env(url), cwd=ROOT)
-        self.lines: list[str] = []
-        self.errors: list[str] = []
-        self.error_times: list[float] = []  # seconds after the start, of each line of self.errors
-        self._changed = threading.Condition()
-        self._readers = [threading.Thread(target=self._read, args=(stream, into), daemon=True)
-                         for stream, into in ((self.proc.stdout, self.lines), (self.proc.stderr, self.errors))]
-        for reader in self._readers:
-            reader.start()
-        if stdin is not None:
-            assert self.proc.stdin
-            self.proc.stdin.write(stdin)
-            self.proc.stdin.close()
 
-    def _read(self, stream, into: list[str]) -> None:
-        for line in stream:
-            with self._changed:
-                into.append(line.rstrip("\n"))
-                if into is self.errors:
-                    self.error_times.append(time.monotonic() - self.started)
-                self._changed.notify_all()
-
-    def wait_for_error_line(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not any(text in line for line in self.errors):
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None and not self._readers[1].is_alive():
-                    raise AssertionError(f"no {text!r} on stderr after {timeout} s; stdout: {self.lines}; "
-                                         f"stderr: {self.errors}; exit: {self.proc.poll()}")
-                self._changed.wait(min(left, 0.2))
-
-    def wait(self, timeout: float) -> int:
-        code = self.proc.wait(timeout)
-        for reader in self._readers:
-            reader.join(5)
-        return code
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+def first_error_after(task: Child) -> float:
+    """Seconds from the start of the child to its first line on stderr."""
+    return task.err[0].at - task.started
 
 
 @pytest.fixture
-def producers() -> Iterator[list[NewTask]]:
-    started: list[NewTask] = []
+def producers() -> Iterator[list[Child]]:
+    started: list[Child] = []
     yield started
     for producer in started:
         producer.stop()
@@ -224,10 +177,10 @@ def test_broker_that_pushes_back_new_task_says_so_waits_and_sends_once_the_alarm
                                                                                         producers):
     q = queue(alarm_node)
     with memory_alarm(alarm_node):
-        task = NewTask("--queue", q, "held back", url=alarm_node.url)
+        task = new_task("--queue", q, "held back", url=alarm_node.url)
         producers.append(task)
-        task.wait_for_error_line("holding this publisher back", timeout=20)
-        assert task.error_times[0] < 8  # within a couple of seconds (1.4 s measured); wide for a busy machine
+        task.wait_for("holding this publisher back", timeout=20, errors=True)
+        assert first_error_after(task) < 8  # within a couple of seconds (1.4 s measured); wide for a busy machine
         time.sleep(1.5)  # it keeps waiting: no error, nothing sent, nothing stored
         assert task.proc.poll() is None
         assert task.lines == []
@@ -249,11 +202,11 @@ def test_broker_that_pushes_back_stdin_batch_waits_past_its_confirm_timeout_and_
     q = queue(alarm_node)
     lines = ["first.", "second..", "third"]
     with memory_alarm(alarm_node):
-        task = NewTask("--queue", q, "--stdin", "--confirm-timeout", "2", "--retry-for", "1",
+        task = new_task("--queue", q, "--stdin", "--confirm-timeout", "2", "--retry-for", "1",
                        url=alarm_node.url, stdin="\n".join(lines) + "\n")
         producers.append(task)
-        task.wait_for_error_line("holding this publisher back", timeout=20)
-        assert task.error_times[0] < 8
+        task.wait_for("holding this publisher back", timeout=20, errors=True)
+        assert first_error_after(task) < 8
         time.sleep(3)
         assert task.proc.poll() is None
         assert task.lines == []

@@ -25,7 +25,6 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 
 from conftest import (
-    RABBIT_BIN,
     ROOT,
     PrivateBroker,
     delete_queue,
@@ -33,6 +32,7 @@ from conftest import (
     queue_counts,
     rabbitmqctl,
     ready_count,
+    require_rabbitmq,
     run_new_task,
     script_env,
 )
@@ -107,8 +107,7 @@ def certs(tmp_path_factory) -> Certificates:
 
 @pytest.fixture(scope="module")
 def tls_nodes(certs: Certificates) -> Iterator[tuple[TLSNode, TLSNode]]:
-    if not (RABBIT_BIN / "rabbitmq-server").exists():
-        pytest.fail("RabbitMQ is not installed: /usr/lib/rabbitmq/bin/rabbitmq-server is missing (see .ci/run)")
+    require_rabbitmq()
     ports = free_port(), free_port()
     node = TLSNode(PrivateBroker(name="wqtls", config=tls_config(certs, ports[0], False) + LOGIN_BY_CERTIFICATE,
                                  plugins=("rabbitmq_auth_mechanism_ssl",)), ports[0])
