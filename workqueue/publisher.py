@@ -4,14 +4,14 @@ Messages go over one connection with up to ``window`` of them unconfirmed at onc
 broker speed while every message printed as sent is one the broker confirmed, in input order, the
 lines of one confirm in one write.
 
-A message the broker has not confirmed is published again: after a nack (on the same channel), and
-through the next node that answers when the connection is lost, when it falls silent (no byte from the
-broker for its heartbeat timeout: a frozen or cut-off node), and when no confirm has come within
-``confirm_timeout`` seconds from a node that still talks (a quorum queue that lost its majority there).
-It goes on until every message is confirmed, or until nothing has been confirmed for ``retry_for``
-seconds: only then is it an error. A message can so be stored twice (its first confirm was lost), never
-lost once "Sent". While the broker blocks publishers (a memory or disk alarm) it waits, says so, and
-sends once the alarm clears.
+A message the broker has not confirmed is published again: after a nack (on the same channel, or through
+the next node when there are several), and through the next node that answers when the connection is
+lost, when it falls silent (no byte from the broker for its heartbeat timeout: a frozen or cut-off
+node), and when no confirm has come within ``confirm_timeout`` seconds from a node that still talks (a
+quorum queue that lost its majority there). It goes on until every message is confirmed, or until
+nothing has been confirmed for ``retry_for`` seconds: only then is it an error. A message can so be
+stored twice (its first confirm was lost), never lost once "Sent". While the broker blocks publishers (a
+memory or disk alarm) it waits, says so, and sends once the alarm clears.
 
 The parts: ``source`` reads the messages, ``ledger`` keeps each one's state, ``nodes`` says which broker
 to try; what is here is pika's SelectConnection, one small method per event.
@@ -221,9 +221,14 @@ class _Publisher:
         if isinstance(method, Basic.Nack):
             self._report()
             what = f"message {settled[0].number} {settled[0].text!r}" if settled else "a message"
-            if self._retry_or_end(f"the broker refused to store {what} (a nack: is the queue full, with a "
-                                  "max-length policy, or a cluster node down?)"):
-                self.ledger.take_back(settled)
+            why = (f"the broker refused to store {what} (a nack: is the queue full, with a max-length policy, or a "
+                   "cluster node down?)")
+            if not self._retry_or_end(why):
+                return
+            self.ledger.take_back(settled)
+            if len(self.nodes) > 1:  # a node cut off from the queue's majority nacks: try the next one
+                self.link.leave(why)
+            else:
                 self.resume_at = time.monotonic() + PAUSE
                 self.ioloop.call_later(PAUSE, self._pump)
             return
