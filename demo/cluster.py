@@ -46,9 +46,10 @@ class Node:
     HOME in a temporary folder, so that it shares nothing with the machine's broker."""
 
     def __init__(self, name: str = "wqnode", config: str = "", plugins: tuple[str, ...] = (),
-                 cookie: str | None = None, port: int | None = None) -> None:
+                 cookie: str | None = None, port: int | None = None, group: int | None = None) -> None:
         """``config``: lines of rabbitmq.conf; ``plugins``: plugins to enable; ``cookie``: the Erlang
-        cookie (the nodes of one cluster share one)."""
+        cookie (the nodes of one cluster share one); ``group``: a supplementary group id of the node's own,
+        by which ``partitioned()`` tells its packets (needs root)."""
         self.dir = Path(tempfile.mkdtemp(prefix=f"wq-{name}-"))
         self.port = port or free_port()
         self.nodename = f"{name}{os.getpid()}@localhost"
@@ -70,10 +71,12 @@ class Node:
             RABBITMQ_CONFIG_FILE=str(self.dir / "rabbitmq"),
         )
         self.url = f"amqp://guest:guest@localhost:{self.port}/%2F"
+        self.group = group
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: bool = True) -> None:
-        self.proc = subprocess.Popen([str(RABBIT_BIN / "rabbitmq-server")], env=self.env,
+        marked = ["setpriv", "--groups", f"0,{self.group}"] if self.group else []
+        self.proc = subprocess.Popen([*marked, str(RABBIT_BIN / "rabbitmq-server")], env=self.env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         if wait:
@@ -143,6 +146,22 @@ class Node:
             for rule in rules:
                 subprocess.run(["iptables", "-D", *rule], check=False, timeout=30)
 
+    @contextlib.contextmanager
+    def partitioned(self) -> Iterator[None]:
+        """The node cut off from its cluster for the block while its clients still reach it, as by a network
+        split between hosts: every packet it sends vanishes but those from its AMQP port (and from epmd,
+        which it may have started for every node here). Restored after; the cluster heals as its
+        partition_handling says. Needs the node started with a ``group``, root and iptables."""
+        assert self.group, "a node partitioned needs a group of its own"
+        rule = ["OUTPUT", "-o", "lo", "-p", "tcp", "-m", "owner", "--gid-owner", str(self.group), "--suppl-groups",
+                "-m", "multiport", "!", "--sports", f"{self.port},4369", "-j", "DROP",
+                "-m", "comment", "--comment", TAG]
+        subprocess.run(["iptables", "-I", *rule], check=True, timeout=30)
+        try:
+            yield
+        finally:
+            subprocess.run(["iptables", "-D", *rule], check=False, timeout=30)
+
     def close(self) -> None:
         """Stop the node and remove its folder."""
         try:
@@ -166,14 +185,17 @@ class Cluster:
     """Nodes that form one RabbitMQ cluster: classic_config peer discovery, one Erlang cookie, distinct
     ports. A member SIGKILLed and started again rejoins by itself."""
 
-    def __init__(self, size: int = 3, name: str = "wqc", config: str = "", port: int | None = None) -> None:
-        """``port``: the first node's AMQP port, the next ones following; by default, free ones."""
+    def __init__(self, size: int = 3, name: str = "wqc", config: str = "", port: int | None = None,
+                 groups: int | None = None) -> None:
+        """``port``: the first node's AMQP port, the next ones following; by default, free ones. ``groups``:
+        the first node's group id, the next ones following (see ``Node.partitioned``); by default none."""
         names = [f"{name}{i}" for i in range(1, size + 1)]
         peers = "".join(f"cluster_formation.classic_config.nodes.{i} = {node}{os.getpid()}@localhost\n"
                         for i, node in enumerate(names, 1))
         config += "cluster_formation.peer_discovery_backend = classic_config\n" + peers
         cookie = uuid.uuid4().hex
-        self.nodes = [Node(node, config=config, cookie=cookie, port=port and port + i) for i, node in enumerate(names)]
+        self.nodes = [Node(node, config=config, cookie=cookie, port=port and port + i, group=groups and groups + i)
+                      for i, node in enumerate(names)]
         self.urls = [node.url for node in self.nodes]
 
     def start(self) -> None:

@@ -254,12 +254,14 @@ def test_rabbitmq_uri_parameters_become_pikas(certs):
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
-    plain = parsed("amqp://guest:guest@localhost/%2F?heartbeat=5&channel_max=16&connection_timeout=2500"
+    plain = parsed("amqp://guest:guest@localhost/%2F?heartbeat=12&channel_max=16&connection_timeout=2500"
                    "&blocked_connection_timeout=60")
-    assert plain == {"credentials": "PlainCredentials", "heartbeat": 5, "channel_max": 16, "socket_timeout": 2.5,
-                     "stack_timeout": 15.0, "blocked": 60.0, "server_hostname": None, "verify_mode": None,
+    assert plain == {"credentials": "PlainCredentials", "heartbeat": 12, "channel_max": 16, "socket_timeout": 2.5,
+                     "stack_timeout": 2.5, "blocked": 60.0, "server_hostname": None, "verify_mode": None,
                      "check_hostname": None, "vhost": "/"}
-    assert parsed("amqp://localhost/?connection_timeout=30000")["stack_timeout"] == 35.0
+    # connection_timeout bounds the whole set-up (TCP, TLS, AMQP); without heartbeat= the client asks for 5 s
+    assert parsed("amqp://localhost/?connection_timeout=30000")["stack_timeout"] == 30.0
+    assert parsed("amqp://localhost/")["heartbeat"] == 5
     tls = parsed(f"amqps://rabbit.example/work?cacertfile={certs.ca}&certfile={certs.client}&keyfile={certs.client_key}"
                  "&verify=verify_peer&server_name_indication=broker.example&auth_mechanism=external")
     assert tls["credentials"] == "ExternalCredentials" and tls["server_hostname"] == "broker.example"

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pika
 import pika.credentials
 import pika.exceptions as px
+from pika.adapters.utils.connection_workflow import AMQPConnectorException, AMQPConnectorStackTimeout
 
 from workqueue import uri
 from workqueue.report import Failure, warn
@@ -24,6 +25,11 @@ START_HINT = (
     "start one (`sudo rabbitmq-server -detached`, or `docker compose up -d rabbitmq` here), "
     "or point --url or AMQP_URL at yours"
 )
+# What opening a connection may raise: pika's errors, the socket's, and its connection workflow's (a bound
+# on the handshake that ran out is one of those, and no AMQPError)
+CONNECT_ERRORS = (px.AMQPError, OSError, AMQPConnectorException)
+TIMEOUT_HINT = ("check the host and the port in --url or AMQP_URL, and that no firewall drops the port; "
+                "a broker that is frozen or overloaded answers so too (connection_timeout=MS in the URL waits longer)")
 
 
 def parameters(url: str) -> pika.URLParameters:
@@ -123,12 +129,35 @@ def explain(exc: BaseException, params: pika.ConnectionParameters, queue: str = 
     tls = _tls_failure(exc, cause, params)
     if tls:
         return tls
+    if timed_out(exc):
+        return f"no answer from the broker at {at} within {bound(exc, params):g} s: {TIMEOUT_HINT}"
     if isinstance(cause, ConnectionRefusedError):
         return f"no RabbitMQ broker answers at {at} (connection refused): {START_HINT}"
     if isinstance(cause, (OSError, px.AMQPConnectionError)) or isinstance(exc, px.AMQPConnectionError):
         detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else _short(cause)
         return f"lost or could not open the connection to the broker at {at} ({detail}): {START_HINT}"
     return f"{_short(cause)}"
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether a connection failed for want of an answer (nothing refused it): the TCP connection was not
+    taken in time, or the broker took it and never finished the handshake."""
+    cause = root_cause(exc)
+    return isinstance(cause, TimeoutError) or _handshake_timed_out(cause)
+
+
+def _handshake_timed_out(cause: BaseException) -> bool:
+    # pika's bound on the whole handshake ran out: one error, or (pika having closed the half-open connection
+    # itself, as its SelectConnection does) its words in another
+    return isinstance(cause, AMQPConnectorStackTimeout) or (
+        isinstance(cause, px.ConnectionOpenAborted) and "Timeout while setting up AMQP" in str(cause))
+
+
+def bound(exc: BaseException, params: pika.ConnectionParameters) -> float:
+    """How long a connection that timed out waited: the TCP bound, or the bound on the whole handshake."""
+    if _handshake_timed_out(root_cause(exc)):
+        return float(params.stack_timeout)
+    return float(params.socket_timeout)
 
 
 def _certificate_refused(params: pika.ConnectionParameters) -> str:

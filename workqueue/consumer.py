@@ -7,7 +7,9 @@ inside pika when). Nothing crosses threads per task, so a worker of short tasks 
 tutorial's speed; a task of any length keeps its connection.
 
 When a node goes away the worker says so, reconnects to the next node that answers (``nodes`` says
-in what order, and how long it waits between rounds), declares again and goes on. A task's ack whose
+in what order, and how long it waits between rounds), declares again and goes on. A node that falls
+silent (frozen, or cut off by a firewall) is gone as surely as one that resets: idle or in a task, the
+worker checks the bytes from the broker against its heartbeat timeout (``nodes.Silence``). A task's ack whose
 channel has closed is dropped: the broker has put that task back in the queue already.
 
 Signals: Ctrl+C (SIGINT) stops at once and leaves the running task unacked, so the broker gives it to
@@ -130,6 +132,7 @@ class Worker:
         self.callback = callback
         self.pika = Handover()
         self.connection: pika.BlockingConnection | None = None
+        self.silence = nodes.Silence(0)  # of self.connection
         self.lost: BaseException | None = None  # what the keeper (or an ack) saw go wrong during a task
         self.stopping = False  # SIGTERM: finish the running task, take no more
 
@@ -194,8 +197,8 @@ class Worker:
             if self.stopping:
                 ch.stop_consuming()  # pending deliveries go back to the queue
 
-        def tick() -> None:  # ends an idle wait now and then, to see a SIGTERM
-            if not channel.is_open:
+        def tick() -> None:  # ends an idle wait now and then, to see a SIGTERM or a silent broker
+            if not channel.is_open or self._silent(connection):
                 return
             if self.stopping:
                 channel.stop_consuming()
@@ -207,6 +210,7 @@ class Worker:
             channel.basic_consume(queue=self.queue, on_message_callback=on_message)
         except px.ChannelClosedByBroker as exc:  # a queue of another type, another's exclusive consumer, ...
             raise Failure(broker.explain(exc, self.nodes.in_use, self.queue)) from None
+        self.silence = nodes.silence(connection)
         tick()
         with self.pika.held():
             self.connection = connection
@@ -227,8 +231,18 @@ class Worker:
                 if self.pika.in_task and not self.lost and self.connection:
                     try:
                         self.connection.process_data_events(time_limit=0)
+                        if self._silent(self.connection):
+                            self.connection.process_data_events(time_limit=0)  # raises what closed it
                     except (px.AMQPError, OSError) as exc:
                         self.lost = exc
+
+    def _silent(self, connection: pika.BlockingConnection) -> bool:
+        """Whether the broker has gone silent, and the connection is dead: if so, it is dropped (with pika
+        handed to this thread), and pika raises that as a lost connection."""
+        if not self.silence.dead(nodes.bytes_received(connection)):
+            return False
+        nodes.abort(connection, self.silence.timeout)
+        return True
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if self.stopping:

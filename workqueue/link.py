@@ -9,6 +9,7 @@ import time
 from typing import Any, Protocol
 
 import pika
+import pika.exceptions as px
 from pika.adapters.select_connection import IOLoop
 
 from workqueue import nodes
@@ -38,12 +39,13 @@ class Link:
         self.round: nodes.Round | None = None  # the nodes being tried, while no connection is open
         self.connected = False  # some node has answered
         self.backoff = nodes.Backoff()
+        self.silence = nodes.Silence(0)  # of the connection open now
         self.blocked_since: float | None = None  # the broker holds this connection back
         self.said_blocked = False
         self.closing = False
 
-    def open(self, start: int = 0) -> None:
-        self.round = self.nodes.round(start)
+    def open(self, start: int = 0, patient: bool = False) -> None:
+        self.round = self.nodes.round(start, patient)
         self._try_next()
 
     def again(self) -> None:
@@ -59,10 +61,10 @@ class Link:
 
     def _try_next(self) -> None:
         index = self.round.next() if self.round else None
-        if self.closing or index is None:
+        if self.closing or self.round is None or index is None:
             return
         self.connection = pika.SelectConnection(
-            self.nodes.params[index],
+            self.round.params(index),
             on_open_callback=functools.partial(self._on_open, index),
             on_open_error_callback=functools.partial(self._on_open_error, index),
             on_close_callback=self._on_closed,
@@ -77,6 +79,7 @@ class Link:
         if self.connected:
             warn(f"warning: connected again, to the broker at {self.nodes.where()}")
         self.connected = True
+        self.silence = nodes.silence(connection)
         connection.add_on_connection_blocked_callback(self._on_blocked)
         connection.add_on_connection_unblocked_callback(self._on_unblocked)
         self.owner.opened(connection)
@@ -90,10 +93,25 @@ class Link:
             return
         if self.round.next() is not None:
             self._try_next()
+        elif self.round.again():  # some node ran out of the quick bound: once more, patiently
+            self.open(self.round.order[0], patient=True)
         elif not self.connected:  # the first round: each node once, then give up
             self.owner.failed(self.round.none().args[0])
         else:
             self.again()
+
+    def silent(self) -> bool:
+        """Whether the open connection has gone silent, and is dead: if so, it is dropped (``lost`` follows)."""
+        connection = self.connection
+        if not (connection and connection.is_open and self.silence.dead(nodes.bytes_received(connection))):
+            return False
+        nodes.abort(connection, self.silence.timeout)
+        return True
+
+    def leave(self, why: str) -> None:
+        """Drop the open connection, for the next node (``lost`` follows): it talks, but does not do its work."""
+        if self.connection and self.connection.is_open:
+            self.connection._terminate_stream(px.AMQPConnectionError(why))
 
     def held_back(self) -> bool:
         """Whether the broker holds this connection back (a resource alarm); says so once it has for a while."""

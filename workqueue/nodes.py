@@ -7,6 +7,14 @@ This module alone decides how they are reached, for both scripts, the demo and t
 - **Within a round** there is no pause: a node that does not answer hands over to the next one at once.
 - **Between rounds** (every node tried, none answered) a worker waits :class:`Backoff`: 0.5 s, doubling
   to 10 s, each wait cut at random by up to half, so that many workers do not knock at once.
+- **A node that does not answer** is passed over quickly when there are others to try: in a round of
+  several nodes each gets :data:`QUICK` seconds for the whole handshake (TCP, TLS, AMQP), unless its URL
+  sets ``connection_timeout=``. A quick round in which no node answered and some ran out of time is
+  followed at once by a patient one, with pika's own bounds (10 s for TCP, 15 s in all), so that a
+  slow but healthy broker still gets in; a single URL always gets those.
+- **A node that falls silent** is left as soon as it is known dead (:class:`Silence`): no byte from it
+  for its heartbeat timeout (:data:`HEARTBEAT` by default), two of the intervals at which a broker sends
+  one. Then it is as if the connection had been reset.
 - **Giving up.** A refused login or virtual host is :func:`fatal`: every node has the same users, so
   no other node or later round will mend it. A run's first round that finds no node raises
   :class:`NoneAnswered`, naming each broker tried.
@@ -17,16 +25,20 @@ from __future__ import annotations
 import copy
 import random
 import ssl
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pika
 import pika.exceptions as px
 
-from workqueue import broker
+from workqueue import broker, uri
 from workqueue.report import Failure
 
 FIRST_DELAY = 0.5  # seconds before the first round after a node is lost
 MAX_DELAY = 10.0  # seconds between rounds at most
+QUICK = 1.5  # seconds for a whole handshake, in a round of several nodes
+HEARTBEAT = uri.HEARTBEAT  # seconds: the heartbeat timeout asked of the broker unless the URL gives heartbeat=
 
 
 def fatal(exc: BaseException) -> bool:
@@ -91,29 +103,42 @@ class Nodes:
     def in_use(self) -> pika.ConnectionParameters:
         return self.params[self.current]
 
-    def round(self, start: int | None = None) -> Round:
-        """A round over every node, from ``start`` (default: the node after the one in use)."""
-        return Round(self, (self.current + 1) if start is None else start)
+    def round(self, start: int | None = None, patient: bool = False) -> Round:
+        """A round over every node, from ``start`` (default: the node after the one in use); ``patient``:
+        with pika's own bounds on the handshake (always, for a single node)."""
+        return Round(self, (self.current + 1) if start is None else start, patient or len(self) == 1)
+
+    def attempt(self, index: int, patient: bool) -> pika.ConnectionParameters:
+        """The parameters to try a node with: with the quick bound on the handshake, or pika's own."""
+        params = self.params[index]
+        if patient or getattr(params, "timeouts_given", False):
+            return params
+        quick = copy.copy(params)
+        quick.socket_timeout = quick.stack_timeout = QUICK
+        return quick
 
     def connect(self, start: int | None = 0, timeout: float | None = None) -> pika.BlockingConnection:
         """A connection to the first node that answers, from ``start`` on (None: the node after the one in
         use), and that node becomes the one in use. ``timeout``: seconds for each try at most, once each
         (to clean up). Failure for a refused login; NoneAnswered if no node answers."""
         tries = self.round(start)
-        for index in tries:
-            params = self.params[index]
-            if timeout:
-                params = copy.copy(params)
-                params.socket_timeout = params.stack_timeout = timeout
-                params.connection_attempts = 1
-            try:
-                connection = pika.BlockingConnection(params)
-            except (px.AMQPError, OSError) as exc:
-                tries.failed(index, exc)
-                continue
-            tries.answered(index)
-            return connection
-        raise tries.none()
+        while True:
+            for index in tries:
+                params = tries.params(index)
+                if timeout:
+                    params = copy.copy(params)
+                    params.socket_timeout = params.stack_timeout = timeout
+                    params.connection_attempts = 1
+                try:
+                    connection = pika.BlockingConnection(params)
+                except broker.CONNECT_ERRORS as exc:
+                    tries.failed(index, exc)
+                    continue
+                tries.answered(index)
+                return connection
+            if timeout or not tries.again():
+                raise tries.none()
+            tries = self.round(start, patient=True)
 
     def none_answered(self, errors: list[tuple[int, BaseException]]) -> str:
         """One line for a connection that no node would open, naming every broker tried."""
@@ -121,6 +146,8 @@ class Nodes:
             index, exc = errors[0]
             return broker.explain(exc, self.params[index])
         tried = "; ".join(f"{self.where(index)} ({self._detail(index, exc)})" for index, exc in errors)
+        if all(broker.timed_out(exc) for _, exc in errors):
+            return f"no broker answered at any of the {len(errors)} URLs given: {tried}; {broker.TIMEOUT_HINT}"
         return f"no broker answered at any of the {len(errors)} URLs given: {tried}; {broker.START_HINT}"
 
     def _detail(self, index: int, exc: BaseException) -> str:
@@ -128,6 +155,8 @@ class Nodes:
         cause = broker.root_cause(exc)
         if fatal(exc) or isinstance(cause, ssl.SSLError):
             return broker.explain(exc, self.params[index])
+        if broker.timed_out(exc):
+            return f"no answer within {broker.bound(exc, self.params[index]):g} s"
         return reason(exc)
 
 
@@ -135,13 +164,18 @@ class Round:
     """One round over the nodes: iterate for the index of each node to try, in order; say ``failed`` for
     each that does not answer and ``answered`` for the one that does."""
 
-    def __init__(self, nodes: Nodes, start: int) -> None:
+    def __init__(self, nodes: Nodes, start: int, patient: bool) -> None:
         self.nodes = nodes
         self.order = [(start + k) % len(nodes) for k in range(len(nodes))]
+        self.patient = patient
         self.errors: list[tuple[int, BaseException]] = []
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.order)
+
+    def params(self, index: int) -> pika.ConnectionParameters:
+        """The parameters to try that node with in this round."""
+        return self.nodes.attempt(index, self.patient)
 
     def next(self) -> int | None:
         """The node to try after those that failed so far; None once every node was tried."""
@@ -160,3 +194,47 @@ class Round:
     def none(self) -> NoneAnswered:
         """The error for a round in which no node answered."""
         return NoneAnswered(self.nodes.none_answered(self.errors), self.errors)
+
+    def again(self) -> bool:
+        """Whether a quick round in which no node answered is to be followed at once by a patient one:
+        some node ran out of the quick bound, and may be slow rather than gone."""
+        return not self.patient and any(broker.timed_out(exc) for _, exc in self.errors)
+
+
+class Silence:
+    """Whether a connection has gone silent: no byte from the broker for its heartbeat timeout, two of
+    the intervals at which the broker sends at least a heartbeat (as the AMQP spec has it; pika's own
+    check would wait from that plus 5 s to twice as long). ``dead(bytes_received)`` after each read. A
+    check that comes late (this process was held up) judges nothing: what came meanwhile may not be
+    read yet."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout  # 0: no heartbeats, no judging
+        self._count = -1
+        self._since = self._checked = time.monotonic()
+
+    def dead(self, bytes_received: int) -> bool:
+        now = time.monotonic()
+        late, self._checked = now - self._checked > self.timeout / 2, now
+        if bytes_received != self._count or late or not self.timeout:
+            self._count, self._since = bytes_received, now
+            return False
+        return now - self._since >= self.timeout
+
+
+def silence(connection: Any) -> Silence:
+    """The silence check for a connection just opened (pika's, or a BlockingConnection), by the heartbeat
+    timeout the broker and this client agreed on."""
+    impl = getattr(connection, "_impl", connection)
+    return Silence(float(impl.params.heartbeat or 0))
+
+
+def bytes_received(connection: Any) -> int:
+    return int(getattr(connection, "_impl", connection).bytes_received)
+
+
+def abort(connection: Any, timeout: float) -> None:
+    """Drop a silent connection at once: a frozen broker would never answer a goodbye. Its close callbacks
+    and errors come as for a connection reset. (pika's own heartbeat check ends a connection this way.)"""
+    impl = getattr(connection, "_impl", connection)
+    impl._terminate_stream(px.AMQPHeartbeatTimeout(f"no answer from it for {timeout:g} s"))

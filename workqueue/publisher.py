@@ -4,12 +4,14 @@ Messages go over one connection with up to ``window`` of them unconfirmed at onc
 broker speed while every message printed as sent is one the broker confirmed, in input order, the
 lines of one confirm in one write.
 
-A message the broker has not confirmed is published again: after a nack, when no confirm has come
-within ``confirm_timeout`` seconds (both on a new channel), and when the connection is lost (through
-the next node that answers). It goes on until every message is confirmed, or until nothing has been
-confirmed for ``retry_for`` seconds: only then is it an error. A message can so be stored twice (its
-first confirm was lost), never lost once "Sent". While the broker blocks publishers (a memory or
-disk alarm) it waits, says so, and sends once the alarm clears.
+A message the broker has not confirmed is published again: after a nack (on the same channel, or through
+the next node when there are several), and through the next node that answers when the connection is
+lost, when it falls silent (no byte from the broker for its heartbeat timeout: a frozen or cut-off
+node), and when no confirm has come within ``confirm_timeout`` seconds from a node that still talks (a
+quorum queue that lost its majority there). It goes on until every message is confirmed, or until
+nothing has been confirmed for ``retry_for`` seconds: only then is it an error. A message can so be
+stored twice (its first confirm was lost), never lost once "Sent". While the broker blocks publishers (a
+memory or disk alarm) it waits, says so, and sends once the alarm clears.
 
 The parts: ``source`` reads the messages, ``ledger`` keeps each one's state, ``nodes`` says which broker
 to try; what is here is pika's SelectConnection, one small method per event.
@@ -36,7 +38,7 @@ from workqueue.source import Source
 WINDOW = 5000  # unconfirmed messages in flight at most
 CONFIRM_TIMEOUT = 5.0  # seconds without a confirm before the unconfirmed messages are published again
 RETRY_FOR = 30.0  # seconds of trying without a confirm before giving up
-PAUSE = 0.5  # seconds before publishing again after a nack, or on a new channel
+PAUSE = 0.5  # seconds before publishing again after a nack
 WATCH = 0.25  # seconds between checks of the timeouts
 
 Channel = Any  # pika.channel.Channel: basic_publish and queue_declare as in the tutorial
@@ -133,18 +135,13 @@ class _Publisher:
     # connections and channels
 
     def opened(self, connection: pika.SelectConnection) -> None:
-        self._open_channel()
+        connection.channel(on_open_callback=self._on_channel_open)
 
     def failed(self, error: str) -> None:  # no node would take the connection
         self._stop(error)
 
     def closed(self) -> None:
         self.ioloop.stop()
-
-    def _open_channel(self) -> None:
-        connection = self.link.connection
-        if connection and connection.is_open and not self.closing:
-            connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_channel_open(self, channel: Any) -> None:
         self.channel = channel
@@ -224,9 +221,14 @@ class _Publisher:
         if isinstance(method, Basic.Nack):
             self._report()
             what = f"message {settled[0].number} {settled[0].text!r}" if settled else "a message"
-            if self._retry_or_end(f"the broker refused to store {what} (a nack: is the queue full, with a "
-                                  "max-length policy, or a cluster node down?)"):
-                self.ledger.take_back(settled)
+            why = (f"the broker refused to store {what} (a nack: is the queue full, with a max-length policy, or a "
+                   "cluster node down?)")
+            if not self._retry_or_end(why):
+                return
+            self.ledger.take_back(settled)
+            if len(self.nodes) > 1:  # a node cut off from the queue's majority nacks: try the next one
+                self.link.leave(why)
+            else:
                 self.resume_at = time.monotonic() + PAUSE
                 self.ioloop.call_later(PAUSE, self._pump)
             return
@@ -275,12 +277,14 @@ class _Publisher:
         self.ioloop.call_later(WATCH, self._watch)
         if self.link.held_back():
             return  # no confirm is late while the broker holds messages back: it waits too
+        if self.link.silent():
+            return  # dropped: lost() publishes again through the next node
         if self.end_after_confirms:
             self._end_after_confirms(self.end_after_confirms)
         elif self._confirms_overdue():
-            if self._retry_or_end(f"no confirm from the broker at {self.nodes.where()} for "
-                                  f"{self.confirm_timeout:g} s"):
-                self._give_up_on_channel()
+            why = f"no confirm from the broker at {self.nodes.where()} for {self.confirm_timeout:g} s"
+            if self._retry_or_end(why):
+                self.link.leave(why)
         elif self.retry.why and self.ledger.waiting():
             self._retry_or_end(self.retry.why)  # ends the run once retry_for has passed
         elif self.retry.why:
@@ -289,11 +293,3 @@ class _Publisher:
     def _confirms_overdue(self) -> bool:
         return bool(self.ledger.inflight and self.channel
                     and time.monotonic() - self.waiting_since >= self.confirm_timeout)
-
-    def _give_up_on_channel(self) -> None:
-        """Publish what is in flight again, on a new channel; the old one's confirms, should they come, are
-        ignored."""
-        channel, self.channel = self.channel, None
-        self.ledger.take_back()
-        channel.close()
-        self.ioloop.call_later(PAUSE, self._open_channel)

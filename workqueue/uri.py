@@ -20,10 +20,11 @@ RabbitMQ's parameter        pika
 ``auth_mechanism=plain``    the default: ``PlainCredentials`` from the URL's user and password
 ``auth_mechanism=external`` ``credentials = pika.credentials.ExternalCredentials()``: the broker takes the
                             user name from the client certificate; no password
-``connection_timeout=MS``   ``socket_timeout`` in seconds (and ``stack_timeout`` no shorter)
+``connection_timeout=MS``   ``socket_timeout`` and ``stack_timeout``: the whole handshake in seconds
 =========================== ===============================================================================
 
-``heartbeat`` and ``channel_max`` mean the same to both and go to pika unchanged, as do pika's own
+``heartbeat`` and ``channel_max`` mean the same to both and go to pika unchanged (without ``heartbeat``,
+this client asks for ``nodes.HEARTBEAT`` seconds rather than taking the broker's 60), as do pika's own
 (``blocked_connection_timeout``, ``socket_timeout``, ...). Whatever a URL gets wrong here is a
 ``Failure`` that names the parameter or the file, never the password.
 """
@@ -43,6 +44,7 @@ from workqueue.report import Failure
 TLS_PARAMETERS = ("cacertfile", "certfile", "keyfile", "verify", "server_name_indication")
 RABBITMQ_PARAMETERS = (*TLS_PARAMETERS, "auth_mechanism", "connection_timeout")
 VERIFY = ("verify_peer", "verify_none")
+HEARTBEAT = 5  # seconds: the heartbeat timeout asked for when the URL gives none (see nodes.Silence)
 MECHANISMS = ("plain", "external")
 
 
@@ -83,6 +85,10 @@ class Parameters(pika.URLParameters):
             self.credentials = pika.credentials.ExternalCredentials()
         if "connection_timeout" in ours:
             self._use_connection_timeout(ours["connection_timeout"], pika_names)
+        # A URL that bounds the connection's set-up itself keeps that bound, in every round (see nodes)
+        self.timeouts_given = bool({"socket_timeout", "stack_timeout"} & pika_names) or "connection_timeout" in ours
+        if "heartbeat" not in pika_names:
+            self.heartbeat = HEARTBEAT
 
     def _use_tls(self, ours: dict[str, str], explicit_ssl_options: bool) -> TLS:
         server_name = ours.get("server_name_indication", self.host)
@@ -123,8 +129,8 @@ class Parameters(pika.URLParameters):
             raise Failure("connection_timeout= and socket_timeout= both set how long to wait for the broker: "
                           "give one")
         self.socket_timeout = int(value) / 1000
-        if "stack_timeout" not in pika_names:  # TCP, then TLS and AMQP's handshakes: leave time for those
-            self.stack_timeout = max(pika.ConnectionParameters.DEFAULT_STACK_TIMEOUT, int(value) / 1000 + 5)
+        if "stack_timeout" not in pika_names:  # the whole set-up: TCP, then TLS and AMQP's handshakes
+            self.stack_timeout = int(value) / 1000
 
 
 def _split(url: str) -> tuple[str, dict[str, str]]:
