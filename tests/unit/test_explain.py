@@ -185,9 +185,18 @@ def test_unknown_host_names_the_host():
                             "host in --url or AMQP_URL")
 
 
-def test_timeout_and_lost_stream_are_lost_connections():
-    assert explain(socket_error(TimeoutError("timed out"))) == (
-        f"lost or could not open the connection to the broker at rabbit.example:5672 (timed out): {broker.START_HINT}")
+def test_a_timeout_says_no_answer_within_the_bound_in_our_words_and_not_to_start_a_broker():
+    tcp = explain(socket_error(TimeoutError("TCP connection attempt timed out: '127.0.0.1'/(<AddressFamily...")))
+    assert tcp == f"no answer from the broker at rabbit.example:5672 within 10 s: {broker.TIMEOUT_HINT}"
+    stack = cw.AMQPConnectorStackTimeout("Timeout during AMQP handshake'127.0.0.1'/(<AddressFamily.AF_INET: 2>, ...")
+    assert explain(stack) == f"no answer from the broker at rabbit.example:5672 within 15 s: {broker.TIMEOUT_HINT}"
+    aborted = px.ConnectionOpenAborted("Connection.close() called before connection finished opening: prev_state="
+                                       "PROTOCOL (320): \"Timeout while setting up AMQP to 'localhost'/(...)\"")
+    assert explain(aborted).startswith("no answer from the broker at rabbit.example:5672 within 15 s: check the host")
+    assert "AddressFamily" not in tcp + explain(stack) and "start one" not in tcp
+
+
+def test_a_lost_stream_is_a_lost_connection():
     lost = px.StreamLostError("Stream connection lost: ConnectionResetError(104, 'Connection reset by peer')")
     assert explain(lost).startswith("lost or could not open the connection to the broker at rabbit.example:5672 "
                                     "(Stream connection lost: ConnectionResetError(104, ")

@@ -102,7 +102,7 @@ def test_none_answered_for_several_urls_names_each_broker_tried(three):
     tries.failed(0, cw.AMQPConnectionWorkflowFailed([cw.AMQPConnectorSocketConnectError(TimeoutError("timed out"))]))
     assert str(tries.none()) == (
         "no broker answered at any of the 3 URLs given: node1.example:5673 (connection refused); node2.example:5674 "
-        "(Stream connection lost: EOF); node0.example:5672 (timed out); " + broker.START_HINT)
+        "(Stream connection lost: EOF); node0.example:5672 (no answer within 10 s); " + broker.START_HINT)
 
 
 def test_none_answered_tells_the_whole_story_of_a_tls_problem():

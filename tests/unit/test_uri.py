@@ -123,15 +123,20 @@ def test_tls_parameters_on_an_amqp_url_are_refused(name, certs):
     assert text.startswith(f"{name}= is for amqps:// URLs (TLS); this URL is amqp://")
 
 
-def test_connection_timeout_in_ms_sets_socket_and_stack_timeouts():
+def test_connection_timeout_in_ms_bounds_the_whole_set_up_tcp_tls_and_amqp():
     params = broker.parameters("amqp://h/?connection_timeout=2500")
-    assert params.socket_timeout == 2.5
-    assert params.stack_timeout == max(pika.ConnectionParameters.DEFAULT_STACK_TIMEOUT, 7.5)
-
-
-def test_long_connection_timeout_leaves_the_stack_five_seconds_more():
+    assert (params.socket_timeout, params.stack_timeout, params.timeouts_given) == (2.5, 2.5, True)
     params = broker.parameters("amqp://h/?connection_timeout=60000")
-    assert (params.socket_timeout, params.stack_timeout) == (60.0, 65.0)
+    assert (params.socket_timeout, params.stack_timeout) == (60.0, 60.0)
+
+
+def test_without_timeouts_in_the_url_pikas_own_bounds_stay_and_the_heartbeat_is_five_seconds():
+    params = broker.parameters("amqp://h/")
+    assert (params.socket_timeout, params.stack_timeout, params.timeouts_given) == (
+        pika.ConnectionParameters.DEFAULT_SOCKET_TIMEOUT, pika.ConnectionParameters.DEFAULT_STACK_TIMEOUT, False)
+    assert params.heartbeat == uri.HEARTBEAT == 5
+    assert broker.parameters("amqp://h/?heartbeat=30").heartbeat == 30
+    assert broker.parameters("amqp://h/?stack_timeout=4").timeouts_given
 
 
 def test_connection_timeout_keeps_an_explicit_stack_timeout():
