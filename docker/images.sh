@@ -29,8 +29,8 @@ docker info >/dev/null 2>&1 || die "no Docker engine answers (start dockerd, or 
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 
-# The recipe of a look-alike: its build folder's files and this script. A change rebuilds it.
-recipe() { cat "$here/images.sh" "$here/$1"/* | sha256sum | cut -c1-12; }
+# The recipe of a look-alike: its build folder's files and its base image. A change rebuilds it.
+recipe() { { cat "$here/$1"/*; docker image inspect -f '{{.Id}}' "$2"; } | sha256sum | cut -c1-12; }
 built_from() { docker image inspect -f '{{ index .Config.Labels "workqueues.recipe" }}' "$1" 2>/dev/null || true; }
 
 # One scratch folder for the whole run (the functions below run in subshells), removed at exit.
@@ -58,8 +58,10 @@ base_image() {
 build() {
   local folder="$1" base="$2" name="$3"; shift 3
   local sum
-  sum="$(recipe "$folder")"
+  sum="$(recipe "$folder" "$base")"
   if have "$name" && [ "$(built_from "$name")" = "$sum" ]; then return; fi
+  local old
+  old="$(docker image inspect -f '{{.Id}}' "$name" 2>/dev/null || true)"
   local context="$tmp/$folder"
   rm -rf "$context" && mkdir -p "$context" && cp "$here/$folder"/* "$context"/
   for extra in "$@"; do cp "$extra" "$context"/; done
@@ -67,6 +69,8 @@ build() {
   DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base" --label "workqueues.recipe=$sum" -t "$name" "$context" \
     >"$tmp/build.log" 2>&1 || { tail -30 "$tmp/build.log" >&2; die "docker build of docker/$folder failed"; }
   rm -rf "$context"
+  # The image this one replaces, unless something still uses it.
+  [ -z "$old" ] || docker rmi "$old" >/dev/null 2>&1 || true
 }
 
 pulled() {
