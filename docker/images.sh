@@ -91,6 +91,9 @@ python_image() {
   if pulled "$PYTHON_OFFICIAL"; then echo "$PYTHON_OFFICIAL"; return; fi
   local name="$LOCAL/python:3.13-slim"
   say "no registry gave $PYTHON_OFFICIAL: using $name, built from Debian 13's python3"
+  local base
+  base="$(base_image)"
+  if have "$name" && [ "$(built_from "$name")" = "$(recipe python "$base")" ]; then echo "$name"; return; fi
   # pip inside the image: this machine's CA bundle, and its pip settings that reach an index.
   local ca=/etc/ssl/certs/ca-certificates.crt
   [ -f "$ca" ] || die "no CA bundle at $ca (Debian: apt-get install ca-certificates)"
@@ -102,7 +105,7 @@ python_image() {
       [ -z "$value" ] || echo "$key = $value"
     done
   } >"$tmp/pip.conf"
-  build python "$(base_image)" "$name" "$ca" "$tmp/pip.conf"
+  build python "$base" "$name" "$ca" "$tmp/pip.conf"
   echo "$name"
 }
 
