@@ -1,12 +1,20 @@
-"""docker-compose.yml: validated offline (no Docker engine runs here), every command in it runs a
-script and options that exist, and the `cluster` profile's nodes and clients are wired to form one cluster."""
+"""docker-compose.yml: validated offline, every command in it runs a script and options that exist, the
+`cluster` profile's nodes and clients are wired to form one cluster; then both profiles run for real in
+containers (a Docker engine and `docker compose`; the images from docker/images.sh) on host ports that
+Docker picks, under a compose project of this session's own that `down -v` removes whatever happens."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 import yaml
@@ -16,9 +24,29 @@ from conftest import ROOT
 COMPOSE = ROOT / "docker-compose.yml"
 
 
-def compose(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker-compose", "-f", str(COMPOSE), *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60)
+PORT_VARIABLES = ("RABBITMQ_PORT", "RABBITMQ_UI_PORT", "RABBIT1_PORT", "RABBIT2_PORT", "RABBIT3_PORT",
+                  "RABBIT1_UI_PORT")
+VARIABLES = ("RABBITMQ_IMAGE", "PYTHON_IMAGE", "RABBITMQ_BIND_ADDRESS", "CLUSTER_TASK_SECONDS", *PORT_VARIABLES)
+
+
+def default_env() -> dict[str, str]:
+    """This environment less the compose file's variables: what `docker compose` reads with none set."""
+    return {k: v for k, v in os.environ.items() if k not in VARIABLES and not k.startswith("COMPOSE_")}
+
+
+def compose(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(["docker", "compose", "-f", str(COMPOSE), *args], capture_output=True, text=True,
+                              cwd=ROOT, timeout=timeout, env=default_env() if env is None else env)
+    except FileNotFoundError:
+        pytest.fail("docker is not installed (see .ci/run: Debian's docker.io, and the compose plugin)")
+
+
+def resolved() -> dict:
+    """The compose file as `docker compose config` reads it, every profile, no variable set."""
+    result = compose("--profile", "demo", "--profile", "cluster", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 @pytest.mark.parametrize("profile", [[], ["--profile", "demo"], ["--profile", "cluster"]],
@@ -35,7 +63,8 @@ def services() -> dict:
 def test_broker_service_has_management_ports_healthcheck_and_a_named_volume():
     broker = services()["rabbitmq"]
     assert "management" in broker["image"]
-    assert {"5672:5672", "15672:15672"} <= set(broker["ports"])
+    assert resolved()["services"]["rabbitmq"]["image"] == "rabbitmq:4.0-management"  # RABBITMQ_IMAGE unset
+    assert {(5672, 5672), (15672, 15672)} <= set(published("rabbitmq"))  # today's ports, RABBITMQ_PORT unset
     assert broker["healthcheck"]["test"]
     volume = broker["volumes"][0].split(":")[0]
     assert volume in yaml.safe_load(COMPOSE.read_text())["volumes"]
@@ -153,9 +182,31 @@ def cookie(service: dict) -> str:
     return (service.get("environment") or {}).get("RABBITMQ_ERLANG_COOKIE", "")
 
 
-def published(service: dict) -> list[tuple[int, int]]:
-    """(host port, container port) of each published port."""
-    return [(int(p.split(":")[-2]), int(p.split(":")[-1])) for p in service.get("ports", [])]
+def published(service: str) -> list[tuple[int, int]]:
+    """(host port, container port) of each port the service publishes, with no variable set."""
+    return [(int(p["published"]), int(p["target"])) for p in resolved()["services"][service].get("ports", [])]
+
+
+def test_every_port_is_published_on_loopback_only_unless_asked_and_from_a_variable():
+    for name, service in resolved()["services"].items():
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", (name, port)
+    wide = compose("--profile", "cluster", "config", "--format", "json",
+                   env={**default_env(), "RABBITMQ_BIND_ADDRESS": "0.0.0.0", "RABBITMQ_PORT": "5673"})
+    ports = json.loads(wide.stdout)["services"]["rabbitmq"]["ports"]
+    assert {(p["host_ip"], p["published"]) for p in ports if p["target"] == 5672} == {("0.0.0.0", "5673")}
+    raw = yaml.safe_load(COMPOSE.read_text())["services"]
+    variables = {v for s in raw.values() for p in s.get("ports", []) for v in re.findall(r"\$\{(\w+)", p)}
+    assert variables == {"RABBITMQ_BIND_ADDRESS", *PORT_VARIABLES}
+
+
+def test_the_scripts_image_is_built_on_python_image():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.\d+-slim$", dockerfile, re.M)
+    assert "FROM ${PYTHON_IMAGE}" in dockerfile
+    builds = {name: s["build"] for name, s in resolved()["services"].items() if "build" in s}
+    assert len(builds) == 6  # the demo's two workers and producer, the cluster's
+    assert {b["args"]["PYTHON_IMAGE"] for b in builds.values()} == {"python:3.13-slim"}
 
 
 def test_cluster_is_three_nodes_of_the_brokers_image_with_stable_names_and_their_own_data():
@@ -217,10 +268,197 @@ def test_cluster_producer_waits_for_every_cluster_worker():
 
 
 def test_cluster_publishes_amqp_on_its_own_host_ports_and_the_management_ui_on_one_node():
-    amqp = [host for s in nodes().values() for host, port in published(s) if port == 5672]
+    amqp = [host for name in nodes() for host, port in published(name) if port == 5672]
     assert len(amqp) == 3
-    ui = [name for name, s in nodes().items() if any(port == 15672 for _, port in published(s))]
+    ui = [name for name in nodes() if any(port == 15672 for _, port in published(name))]
     assert len(ui) == 1
     # `--profile cluster` starts the single broker too: no host port may be taken twice.
-    everyone = [host for s in services().values() for host, _ in published(s)]
+    everyone = [host for name in services() for host, _ in published(name)]
     assert len(everyone) == len(set(everyone))
+
+
+# Both profiles, run: containers of the images docker/images.sh gives, on host ports Docker picks.
+
+TEN = [str(i) for i in range(1, 11)]
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class Project:
+    """A compose project of this test session's own (its name unique), brought down with its volumes."""
+
+    def __init__(self, images: dict[str, str]) -> None:
+        self.name = f"wqtest{os.getpid()}{uuid.uuid4().hex[:6]}"
+        # Every host port empty: Docker picks free ones (never 5672, which the machine's broker holds).
+        self.env = {**default_env(), **images, **{v: "" for v in PORT_VARIABLES}, "CLUSTER_TASK_SECONDS": "3"}
+
+    def run(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = compose("-p", self.name, "--profile", "demo", "--profile", "cluster", *args, env=self.env,
+                         timeout=timeout)
+        if check:
+            assert result.returncode == 0, f"docker compose {' '.join(args)}: {result.stderr[-3000:]}"
+        return result
+
+    def up(self, profile: str) -> None:
+        compose("-p", self.name, "--profile", profile, "up", "-d", "--build", env=self.env, timeout=900)
+        states = self.states()
+        assert states, self.run("logs", "--no-color", check=False).stdout[-3000:]
+
+    def down(self) -> None:
+        self.run("down", "-v", "--rmi", "local", "--remove-orphans", "-t", "20", check=False)
+
+    def states(self) -> dict[str, str]:
+        """Each service's container state: running, exited, ..."""
+        out = self.run("ps", "-a", "--format", "json").stdout
+        rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+        if len(rows) == 1 and isinstance(rows[0], list):  # older compose: one JSON array
+            rows = rows[0]
+        return {row["Service"]: row["State"] for row in rows}
+
+    def logs(self, service: str) -> list[tuple[datetime, str]]:
+        """A service's output lines, each with when Docker saw it."""
+        out = self.run("logs", "--no-color", "--no-log-prefix", "-t", service).stdout
+        found = []
+        for line in ANSI.sub("", out).splitlines():
+            stamp, _, text = line.partition(" ")
+            if stamp:
+                found.append((datetime.fromisoformat(stamp.replace("Z", "+00:00")), text))
+        return found
+
+    def ctl(self, node: str, *args: str) -> str:
+        return self.run("exec", "-T", node, "rabbitmqctl", "-q", *args, timeout=120).stdout
+
+    def leftovers(self) -> dict[str, list[str]]:
+        label = f"label=com.docker.compose.project={self.name}"
+        found = {}
+        for kind, listing in (("containers", ["ps", "-a"]), ("networks", ["network", "ls"]),
+                              ("volumes", ["volume", "ls"]), ("images", ["image", "ls"])):
+            out = subprocess.run(["docker", *listing, "-q", "--filter", label], capture_output=True, text=True,
+                                 timeout=60).stdout
+            found[kind] = out.split()
+        return found
+
+
+def wait_until(what: str, condition, timeout: float, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        time.sleep(interval)
+
+
+def done(lines: list[tuple[datetime, str]]) -> list[str]:
+    """The bodies of the tasks a worker reported Done, in order."""
+    bodies, current = [], None
+    for _, line in lines:
+        found = re.match(r" \[x\] Received b'(.*?)'", line)
+        if found:
+            current = found[1]
+        elif line == " [x] Done" and current is not None:
+            bodies.append(current)
+            current = None
+    return bodies
+
+
+def first(lines: list[tuple[datetime, str]], text: str) -> datetime:
+    return next(when for when, line in lines if text in line)
+
+
+@pytest.fixture(scope="module")
+def project() -> Iterator[Project]:
+    made = subprocess.run(["bash", str(ROOT / "docker" / "images.sh")], capture_output=True, text=True, timeout=1800)
+    assert made.returncode == 0, made.stderr
+    images = dict(line.split("=", 1) for line in made.stdout.split())
+    assert set(images) == {"RABBITMQ_IMAGE", "PYTHON_IMAGE"}, made.stdout
+    project = Project(images)
+    try:
+        yield project
+    finally:
+        project.down()
+
+
+def test_demo_profile_up_runs_the_walkthroughs_experiment_in_containers(project):
+    project.up("demo")
+    wait_until("the producer's loop", lambda: project.states().get("producer") == "exited", 180)
+    workers = ("worker-2sec", "worker-5sec")
+    wait_until("ten tasks done", lambda: sum(len(done(project.logs(w))) for w in workers) >= 10, 120)
+    fast, slow = (project.logs(w) for w in workers)
+    producer = project.logs("producer")
+    assert [line for _, line in producer] == [f" [x] Sent '{i}'" for i in TEN], producer
+    # The producer sent nothing until both workers consumed.
+    assert first(producer, "Sent") > max(first(fast, "Waiting for messages"), first(slow, "Waiting for messages"))
+    assert sorted(done(fast) + done(slow), key=int) == TEN  # each task once
+    assert (len(done(fast)), len(done(slow))) == (7, 3), (done(fast), done(slow))
+    assert project.states() == {"rabbitmq": "running", "worker-2sec": "running", "worker-5sec": "running",
+                                "producer": "exited"}
+    assert "task_queue\t0\t0" in project.ctl("rabbitmq", "list_queues", "name", "messages_ready",
+                                             "messages_unacknowledged")
+    project.down()
+    assert project.leftovers() == {"containers": [], "networks": [], "volumes": [], "images": []}
+
+
+CLUSTER_WORKERS = ("cluster-worker-1", "cluster-worker-2")
+
+
+def queue_empty(project: Project, node: str) -> bool:
+    out = project.ctl(node, "list_queues", "name", "messages")
+    return "task_queue\t0" in out.splitlines()
+
+
+def through_a_node_failure(project: Project, how: str, before: dict[str, int]) -> None:
+    """While the workers do the loop's ten tasks: `docker compose stop` or `kill` of rabbit1; every task is
+    done (once or, redelivered, twice), none lost; both workers still run; the queue ends empty."""
+    def new_done() -> list[str]:
+        return [body for w in CLUSTER_WORKERS for body in done(project.logs(w))[before[w]:]]
+
+    wait_until("two tasks done", lambda: len(new_done()) >= 2, 180, interval=0.5)
+    project.run(how, "rabbit1")
+    assert project.states()["rabbit1"] == "exited"
+    wait_until(f"all ten tasks done after `{how} rabbit1`", lambda: set(new_done()) >= set(TEN), 180)
+    assert set(new_done()) == set(TEN) and len(new_done()) <= 12, new_done()
+    states = project.states()
+    assert all(states[w] == "running" for w in CLUSTER_WORKERS), states
+    wait_until("an empty task_queue", lambda: queue_empty(project, "rabbit2"), 60)
+
+
+def test_cluster_profile_up_forms_one_cluster_and_a_stopped_node_loses_no_task(project):
+    project.up("cluster")
+    running = project.ctl("rabbit2", "eval", "rabbit_nodes:list_running().")
+    assert set(re.findall(r"rabbit@rabbit\d", running)) == {"rabbit@rabbit1", "rabbit@rabbit2", "rabbit@rabbit3"}
+    through_a_node_failure(project, "stop", {w: 0 for w in CLUSTER_WORKERS})
+    wait_until("the producer's loop", lambda: project.states().get("cluster-producer") == "exited", 60)
+    assert [line for _, line in project.logs("cluster-producer")] == [f" [x] Sent '{i}'" for i in TEN]
+
+
+def test_cluster_profile_a_killed_node_loses_no_task(project):
+    if project.states().get("rabbit1") is None:
+        project.up("cluster")
+    project.run("start", "rabbit1")
+    wait_until("rabbit1 back in the cluster", lambda: len(set(re.findall(
+        r"rabbit@rabbit\d", project.ctl("rabbit2", "eval", "rabbit_nodes:list_running().")))) == 3, 120, interval=2)
+    # The workers connect to rabbit1 again (the first URL): its SIGKILL then cuts their connections.
+    project.run("restart", *CLUSTER_WORKERS)
+    wait_until("both workers consuming", lambda: "task_queue\t2" in project.ctl(
+        "rabbit2", "list_queues", "name", "consumers").splitlines(), 60)
+    before = {w: len(done(project.logs(w))) for w in CLUSTER_WORKERS}
+    producer = subprocess.Popen(["docker", "compose", "-f", str(COMPOSE), "-p", project.name, "--profile", "cluster",
+                                 "run", "--rm", "-T", "cluster-producer"], cwd=ROOT, env=project.env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        through_a_node_failure(project, "kill", before)
+        out, err = producer.communicate(timeout=120)
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+            producer.communicate()
+    assert producer.returncode == 0, err
+    assert [line for line in ANSI.sub("", out).splitlines() if "Sent" in line] == [f" [x] Sent '{i}'" for i in TEN]
+
+
+def test_down_leaves_no_container_network_volume_or_built_image(project):
+    if not project.states():
+        project.up("demo")
+    project.down()
+    assert project.leftovers() == {"containers": [], "networks": [], "volumes": [], "images": []}

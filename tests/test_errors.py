@@ -77,7 +77,7 @@ def test_queue_declared_with_another_type_names_the_ways_out(script, queue_name)
     result = run_script(script, queue_name, "amqp://guest:guest@localhost:5672/%2F")
     line = assert_one_error_line(result, f"queue '{queue_name}' already exists", "x-queue-type")
     assert "--queue-type" in line and "--queue" in line and f"rabbitmqctl delete_queue {queue_name}" in line
-    assert "the broker has 'quorum', this asked for none" in line
+    assert "the broker has 'quorum', this asked for 'classic'" in line
 
 
 def test_message_larger_than_the_broker_accepts(private_broker, private_queue):
