@@ -159,7 +159,7 @@ def private_broker() -> Iterator[PrivateBroker]:
 @pytest.fixture(scope="session")
 def cluster_nodes() -> Iterator[Cluster]:
     require_rabbitmq()
-    nodes = Cluster()
+    nodes = Cluster(groups=100_000 + 3 * os.getpid())  # group ids of its own, for Node.partitioned()
     try:
         nodes.start()
         yield nodes
