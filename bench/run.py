@@ -23,7 +23,6 @@ import contextlib
 import functools
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,8 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from demo import queues  # noqa: E402
 from demo.children import Child, Task  # noqa: E402
-from demo.cluster import Cluster, Node, free_port  # noqa: E402 - the tests' and `python -m demo.cluster`'s nodes
+from demo.cluster import Cluster, Node  # noqa: E402 - the tests' and `python -m demo.cluster`'s nodes
 from demo.experiment import timeline as draw_timeline  # noqa: E402
+from demo.faults import dropping_port, silent_port  # noqa: E402
 
 BENCH = ROOT / "bench"
 PY = sys.executable
@@ -416,19 +416,9 @@ def dead_port(kind: str, cluster: Any) -> Iterator[int]:
     if kind == "frozen":
         with cluster.nodes[0].frozen():
             yield cluster.nodes[0].port
-    elif kind == "dropping":
-        port = free_port()
-        rule = ["INPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
-        subprocess.run(["iptables", "-I", *rule], check=True, timeout=30)
-        try:
-            yield port
-        finally:
-            subprocess.run(["iptables", "-D", *rule], check=False, timeout=30)
     else:
-        with socket.socket() as listener:
-            listener.bind(("127.0.0.1", 0))
-            listener.listen(16)
-            yield listener.getsockname()[1]
+        with dropping_port() if kind == "dropping" else silent_port() as port:
+            yield port
 
 
 def past_dead_once(cluster: Any, single: Node, kind: str, query: str = "") -> float:

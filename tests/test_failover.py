@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +23,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from conftest import ROOT, URL, Cluster, Node, Worker, Workers, free_port, queue_counts, run_new_task, script_env
+from conftest import ROOT, URL, Cluster, Node, Worker, Workers, queue_counts, run_new_task, script_env
+from demo.faults import dropping_port, silent_port
 from test_cluster import QUORUM, assert_all_done, fill, stored
 
 FAILOVER = 10.0  # seconds from the fault to the next Done through another node, at most (issue: within 10 s)
@@ -130,27 +130,6 @@ def test_failover_stdin_batch_whose_node_freezes_sends_every_line_with_no_long_g
 
 
 @contextlib.contextmanager
-def silent_listener() -> Iterator[int]:
-    """A port that takes TCP connections and never speaks (a broker's frozen host, or no broker at all)."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield listener.getsockname()[1]
-
-
-@contextlib.contextmanager
-def dropping_port() -> Iterator[int]:
-    """A port whose packets vanish (a firewall that drops them): a TCP connection to it is never answered."""
-    port = free_port()
-    rule = ["INPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
-    subprocess.run(["iptables", "-I", *rule], check=True, timeout=30)
-    try:
-        yield port
-    finally:
-        subprocess.run(["iptables", "-D", *rule], check=False, timeout=30)
-
-
-@contextlib.contextmanager
 def frozen_port(cluster: Cluster) -> Iterator[int]:
     node = cluster.nodes[2]
     with node.frozen():
@@ -158,7 +137,7 @@ def frozen_port(cluster: Cluster) -> Iterator[int]:
 
 
 def dead_first(kind: str, cluster: Cluster) -> contextlib.AbstractContextManager[int]:
-    return {"frozen": lambda: frozen_port(cluster), "dropping": dropping_port, "silent": silent_listener}[kind]()
+    return {"frozen": lambda: frozen_port(cluster), "dropping": dropping_port, "silent": silent_port}[kind]()
 
 
 @pytest.mark.parametrize("kind", ["frozen", "dropping", "silent"])
@@ -175,7 +154,7 @@ def test_failover_new_task_whose_first_url_does_not_answer_sends_through_the_nex
 
 
 def test_a_url_that_never_answers_is_one_line_in_our_words(queue_name):
-    with silent_listener() as port:
+    with silent_port() as port:
         result = run_new_task("--queue", queue_name, "x", url=f"amqp://guest:guest@localhost:{port}/%2F"
                               "?connection_timeout=1000")
     assert result.returncode == 1 and result.stdout == ""
