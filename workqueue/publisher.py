@@ -68,10 +68,10 @@ def publish(
         raise
     finally:
         source.stop()
-    if job.output_gone:
+    if job.end.output_gone:
         raise BrokenPipeError
-    if job.error:
-        raise Failure(job.error)
+    if job.end.error:
+        raise Failure(job.end.error)
 
 
 class _Retry:
@@ -100,6 +100,20 @@ class _Retry:
         self.why = ""
 
 
+class _End:
+    """How the run ends: ``closing`` once it is ending (nothing more is published); ``error``, what the user
+    is told then (None: every message was sent); ``output_gone``, whoever read the output has gone (a quiet
+    end); ``after_confirms``, an error to end with once the confirms in flight for earlier messages have
+    come (``since`` when it was set), so that those are still reported."""
+
+    def __init__(self) -> None:
+        self.closing = False
+        self.error: str | None = None
+        self.output_gone = False
+        self.after_confirms = ""
+        self.since = 0.0
+
+
 class _Publisher:
     def __init__(self, brokers: nodes.Nodes, declare: Callable[[Channel], None], send: Callable[[Channel, str], None],
                  source: Source, sent: Callable[[str], None], ledger: Ledger, confirm_timeout: float,
@@ -113,11 +127,7 @@ class _Publisher:
         self.channel: Any = None  # the channel published on now; frames of earlier ones are ignored
         self.waiting_since = 0.0  # since when the oldest message in flight waits for its confirm
         self.resume_at = 0.0  # no publishing before this (a pause before publishing again)
-        self.end_after_confirms = ""  # the error to end with, once the confirms in flight have come
-        self.end_after_since = 0.0
-        self.closing = False  # ending: nothing more is published
-        self.error: str | None = None  # what the user is told at the end
-        self.output_gone = False  # whoever read the output has gone
+        self.end = _End()
 
     def run(self) -> None:
         self.link.open()
@@ -155,7 +165,7 @@ class _Publisher:
     def _pump(self) -> None:
         """Publish what has been read, up to the window; close once all is reported."""
         self.ledger.add(self.source.take())
-        if self.closing or self.end_after_confirms or not (self.channel and self.channel.is_open):
+        if self.end.closing or self.end.after_confirms or not (self.channel and self.channel.is_open):
             return
         if time.monotonic() < self.resume_at:
             return  # a call_later pumps again then
@@ -178,22 +188,22 @@ class _Publisher:
     def _end_after_confirms(self, error: str) -> None:
         """End with this error once the confirms in flight for earlier messages have come (or have not,
         within the confirm timeout), so that those are still reported."""
-        if not self.end_after_confirms:
-            self.end_after_confirms, self.end_after_since = error, time.monotonic()
-        overdue = time.monotonic() - self.end_after_since >= self.confirm_timeout
+        if not self.end.after_confirms:
+            self.end.after_confirms, self.end.since = error, time.monotonic()
+        overdue = time.monotonic() - self.end.since >= self.confirm_timeout
         if not self.ledger.inflight or overdue:
-            self._stop(self._with_progress(self.end_after_confirms))
+            self._stop(self._with_progress(self.end.after_confirms))
 
     def _stop(self, error: str | None = None) -> None:
         """Close, and end once closed; ``error``, if any, is what the user is told."""
-        self.error = self.error or error
-        if not self.closing:
-            self.closing = True
+        self.end.error = self.end.error or error
+        if not self.end.closing:
+            self.end.closing = True
             self.link.close()
 
     def _on_channel_closed(self, channel: Any, reason: Exception) -> None:
         # Closed by the broker: no retry will mend that. (A lost connection closes it too: see _on_closed.)
-        if channel is self.channel and not self.closing and isinstance(reason, px.ChannelClosedByBroker):
+        if channel is self.channel and not self.end.closing and isinstance(reason, px.ChannelClosedByBroker):
             self._stop(self._with_progress(broker.explain(reason, self.nodes.in_use)))
 
     def lost(self, reason: Exception) -> None:
@@ -237,13 +247,13 @@ class _Publisher:
             self.waiting_since = time.monotonic()
             self.retry.stored()
         self._report()
-        if self.end_after_confirms:
-            self._end_after_confirms(self.end_after_confirms)
+        if self.end.after_confirms:
+            self._end_after_confirms(self.end.after_confirms)
         self._pump()
 
     def _report(self) -> None:
         """Say "sent" for the confirmed messages, in input order, in one write."""
-        if self.error or self.output_gone:
+        if self.end.error or self.end.output_gone:
             return
         ready = self.ledger.reportable()
         try:
@@ -251,7 +261,7 @@ class _Publisher:
                 for message in ready:
                     self.sent(message.text)
         except BrokenPipeError:  # whoever read the output has gone (`| head`): stop, quietly
-            self.output_gone = True
+            self.end.output_gone = True
             self._stop()
         if ready:
             self.source.done(len(ready))
@@ -272,15 +282,15 @@ class _Publisher:
 
     def _watch(self) -> None:
         """Now and then: say so when held back; end or publish again what waits too long for its confirm."""
-        if self.closing:
+        if self.end.closing:
             return
         self.ioloop.call_later(WATCH, self._watch)
         if self.link.held_back():
             return  # no confirm is late while the broker holds messages back: it waits too
         if self.link.silent():
             return  # dropped: lost() publishes again through the next node
-        if self.end_after_confirms:
-            self._end_after_confirms(self.end_after_confirms)
+        if self.end.after_confirms:
+            self._end_after_confirms(self.end.after_confirms)
         elif self._confirms_overdue():
             why = f"no confirm from the broker at {self.nodes.where()} for {self.confirm_timeout:g} s"
             if self._retry_or_end(why):
