@@ -57,7 +57,7 @@ def test_failover_worker_goes_on_through_another_node_within_seconds_when_its_no
     assert_all_done(workers, bodies, cluster, cluster_queue)
     lost, back = w.errors[:2]
     assert lost.startswith(f"warning: lost the connection to the broker at localhost:{first.port} (no answer from "
-                           "it for 5 s)"), w.errors
+                           "it for 7.5 s)"), w.errors
     assert back == (f"warning: connected again, to the broker at localhost:{second.port} "
                     f"(instead of localhost:{first.port})")
     assert not [line for line in w.errors if not line.startswith("warning: ")]
@@ -165,9 +165,9 @@ def test_a_url_that_never_answers_is_one_line_in_our_words(queue_name):
 
 def test_failover_worker_in_a_long_task_notices_the_silence_meanwhile_and_goes_on_as_the_task_ends(
         cluster: Cluster, cluster_queue, workers: Workers):
-    # A 7-second task, its node frozen as it begins: the keeper, which looks after the connection during the
+    # A 10-second task, its node frozen as it begins: the keeper, which looks after the connection during the
     # task, sees the silence then; so the worker moves on as soon as the task returns, not 5 s later.
-    assert run_new_task("--queue", cluster_queue, *QUORUM, "slow.......", url=cluster.urls[0]).returncode == 0
+    assert run_new_task("--queue", cluster_queue, *QUORUM, "slow..........", url=cluster.urls[0]).returncode == 0
     nodes = not_leading_first(cluster, cluster_queue)
     w = workers.start("--queue", cluster_queue, *QUORUM, "--seconds-per-dot", "1", url=";".join(n.url for n in nodes))
     w.wait_for("Received")
@@ -178,12 +178,12 @@ def test_failover_worker_in_a_long_task_notices_the_silence_meanwhile_and_goes_o
         took = next_done_after_failover(w, slow_done)
         print(f"next Done {took:.1f} s after the long task's")
         assert took < 3
-    w.wait_for("Received b'slow.......' (redelivered)", timeout=60)  # handed back once the thawed node saw the loss
+    w.wait_for("Received b'slow..........' (redelivered)", timeout=60)  # handed back once the thawed node saw the loss
     w.wait_for(" [x] Done", count=7, timeout=30)
     done = w.done()
-    assert sorted(done) == sorted(["slow.......", "slow.......", *(f"quick{i}" for i in range(5))])
+    assert sorted(done) == sorted(["slow..........", "slow..........", *(f"quick{i}" for i in range(5))])
     assert w.errors[0] == (f"warning: lost the connection to the broker at localhost:{nodes[0].port} (no answer from "
-                           "it for 5 s); reconnecting")
+                           "it for 7.5 s); reconnecting")
 
 
 # Partitions: a node cut off from its two peers while the scripts still reach it
@@ -209,6 +209,18 @@ def partition_handling(cluster: Cluster, mode: str, net_ticktime: int = 10) -> I
         on_all("application:set_env(rabbit, cluster_partition_handling, ignore), net_kernel:set_net_ticktime(60, 1).")
 
 
+@contextlib.contextmanager
+def healed(minority: Node, mode: str) -> Iterator[None]:
+    """After the block, whatever happened in it: with ``ignore`` the cluster stays split once the link is
+    back, until the minority's node restarts (RabbitMQ's way to heal it by hand)."""
+    try:
+        yield
+    finally:
+        if mode == "ignore":
+            minority.ctl("stop_app")
+            minority.ctl("start_app")
+
+
 @pytest.mark.parametrize("mode", ["ignore", "pause_minority"])
 def test_partition_nothing_sent_is_lost_and_the_work_goes_on_through_the_majority(
         mode, cluster: Cluster, cluster_queue, workers: Workers):
@@ -219,7 +231,7 @@ def test_partition_nothing_sent_is_lost_and_the_work_goes_on_through_the_majorit
     kept = workers.start("--queue", cluster_queue, *QUORUM, "--sleep", "0.1", url=";".join([leader.url, other.url]))
     cut.wait_for(" [x] Done") if cut.count("Done") else kept.wait_for(" [x] Done")
     sent: list[str] = []
-    with partition_handling(cluster, mode), minority.partitioned():
+    with healed(minority, mode), partition_handling(cluster, mode), minority.partitioned():
         began = time.monotonic()
         for i in range(4):  # the walkthrough's loop, through the node cut off first
             result = run_new_task("--queue", cluster_queue, *QUORUM, f"p{i}", url=url)
@@ -238,9 +250,6 @@ def test_partition_nothing_sent_is_lost_and_the_work_goes_on_through_the_majorit
         minority_did = [t.body for t in cut.tasks() if t.body in sent and t.done is not None and t.done < moved]
         print(f"{mode}: partition seen after {seen:.1f} s; done on the minority side: {minority_did}; "
               f"the worker there said: {cut.errors}")
-    if mode == "ignore":  # the cluster stays split until the minority's node restarts
-        minority.ctl("stop_app")
-        minority.ctl("start_app")
     cluster.wait_whole()
     assert set(sent) <= set(workers.until_done(sent, timeout=60))
     assert not minority_did  # the node cut off handed out none of the tasks sent meanwhile

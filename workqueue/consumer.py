@@ -241,7 +241,7 @@ class Worker:
         handed to this thread), and pika raises that as a lost connection."""
         if not self.silence.dead(nodes.bytes_received(connection)):
             return False
-        nodes.abort(connection, self.silence.timeout)
+        nodes.abort(connection, self.silence.limit)
         return True
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:

@@ -105,7 +105,7 @@ class Link:
         connection = self.connection
         if not (connection and connection.is_open and self.silence.dead(nodes.bytes_received(connection))):
             return False
-        nodes.abort(connection, self.silence.timeout)
+        nodes.abort(connection, self.silence.limit)
         return True
 
     def leave(self, why: str) -> None:

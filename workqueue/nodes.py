@@ -13,8 +13,8 @@ This module alone decides how they are reached, for both scripts, the demo and t
   followed at once by a patient one, with pika's own bounds (10 s for TCP, 15 s in all), so that a
   slow but healthy broker still gets in; a single URL always gets those.
 - **A node that falls silent** is left as soon as it is known dead (:class:`Silence`): no byte from it
-  for its heartbeat timeout (:data:`HEARTBEAT` by default), two of the intervals at which a broker sends
-  one. Then it is as if the connection had been reset.
+  for one and a half times its heartbeat timeout (:data:`HEARTBEAT` by default: 7.5 s), when a live
+  broker sends something at least once a timeout. Then it is as if the connection had been reset.
 - **Giving up.** A refused login or virtual host is :func:`fatal`: every node has the same users, so
   no other node or later round will mend it. A run's first round that finds no node raises
   :class:`NoneAnswered`, naming each broker tried.
@@ -198,28 +198,30 @@ class Round:
     def again(self) -> bool:
         """Whether a quick round in which no node answered is to be followed at once by a patient one:
         some node ran out of the quick bound, and may be slow rather than gone."""
-        return not self.patient and any(broker.timed_out(exc) for _, exc in self.errors)
+        return not self.patient and any(broker.timed_out(exc) and self.params(index) is not self.nodes.params[index]
+                                        for index, exc in self.errors)  # (a URL's own bound is not shortened)
 
 
 class Silence:
-    """Whether a connection has gone silent: no byte from the broker for its heartbeat timeout, two of
-    the intervals at which the broker sends at least a heartbeat (as the AMQP spec has it; pika's own
-    check would wait from that plus 5 s to twice as long). ``dead(bytes_received)`` after each read. A
-    check that comes late (this process was held up) judges nothing: what came meanwhile may not be
-    read yet."""
+    """Whether a connection has gone silent: no byte from the broker for one and a half times its heartbeat
+    timeout T. A broker sends a heartbeat whenever it has sent nothing for a whole check of its own (every
+    T/2), so at most about T passes between two bytes from a live one; the half more is the margin. (pika's
+    own check waits from T + 5 s to twice that.) ``dead(bytes_received)`` after each read. A check that
+    comes late (this process was held up) judges nothing: what came meanwhile may not be read yet."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout  # 0: no heartbeats, no judging
+        self.limit = 1.5 * timeout  # seconds of silence that make a connection dead
         self._count = -1
-        self._since = self._checked = time.monotonic()
+        self.heard = self._checked = time.monotonic()  # when a byte last came (as far as reads have seen)
 
     def dead(self, bytes_received: int) -> bool:
         now = time.monotonic()
-        late, self._checked = now - self._checked > self.timeout / 2, now
+        late, self._checked = now - self._checked > max(self.timeout / 2, 1.0), now
         if bytes_received != self._count or late or not self.timeout:
-            self._count, self._since = bytes_received, now
+            self._count, self.heard = bytes_received, now
             return False
-        return now - self._since >= self.timeout
+        return now - self.heard >= self.limit
 
 
 def silence(connection: Any) -> Silence:

@@ -233,10 +233,11 @@ class _Publisher:
             what = f"message {settled[0].number} {settled[0].text!r}" if settled else "a message"
             why = (f"the broker refused to store {what} (a nack: is the queue full, with a max-length policy, or a "
                    "cluster node down?)")
+            first = not self.retry.why
             if not self._retry_or_end(why):
                 return
             self.ledger.take_back(settled)
-            if len(self.nodes) > 1:  # a node cut off from the queue's majority nacks: try the next one
+            if first and len(self.nodes) > 1:  # a node cut off from the queue's majority nacks: try the next one
                 self.link.leave(why)
             else:
                 self.resume_at = time.monotonic() + PAUSE
@@ -285,10 +286,10 @@ class _Publisher:
         if self.end.closing:
             return
         self.ioloop.call_later(WATCH, self._watch)
-        if self.link.held_back():
-            return  # no confirm is late while the broker holds messages back: it waits too
         if self.link.silent():
             return  # dropped: lost() publishes again through the next node
+        if self.link.held_back():
+            return  # no confirm is late while the broker holds messages back: it waits too
         if self.end.after_confirms:
             self._end_after_confirms(self.end.after_confirms)
         elif self._confirms_overdue():
@@ -301,5 +302,6 @@ class _Publisher:
             self.retry.stored()  # nothing is left that waits to be stored
 
     def _confirms_overdue(self) -> bool:
-        return bool(self.ledger.inflight and self.channel
+        """No confirm for the confirm timeout from a node that still talks (one that does not is silent)."""
+        return bool(self.ledger.inflight and self.channel and self.link.silence.heard > self.waiting_since
                     and time.monotonic() - self.waiting_since >= self.confirm_timeout)
