@@ -162,7 +162,7 @@ class Worker:
     def _reconnect(self) -> pika.BlockingConnection | None:
         """A connection to the next node that answers, with the backoff between rounds; None if SIGTERM
         came meanwhile (nothing left to ack: the broker has put the task back)."""
-        lost, backoff = self.nodes.current, nodes.Backoff()
+        lost, backoff = self.nodes.current, nodes.Backoff(several=len(self.nodes) > 1)
         while not self._pause(backoff.next()):
             try:
                 connection = self.nodes.connect(lost + 1)

@@ -38,7 +38,7 @@ class Link:
         self.connection: pika.SelectConnection | None = None
         self.round: nodes.Round | None = None  # the nodes being tried, while no connection is open
         self.connected = False  # some node has answered
-        self.backoff = nodes.Backoff()
+        self.backoff = nodes.Backoff(several=len(brokers) > 1)
         self.silence = nodes.Silence(0)  # of the connection open now
         self.blocked_since: float | None = None  # the broker holds this connection back
         self.said_blocked = False
@@ -107,6 +107,10 @@ class Link:
             return False
         nodes.abort(connection, self.silence.limit)
         return True
+
+    def received(self) -> int:
+        """Bytes received on the open connection so far (0 if none is open)."""
+        return nodes.bytes_received(self.connection) if self.connection else 0
 
     def leave(self, why: str) -> None:
         """Drop the open connection, for the next node (``lost`` follows): it talks, but does not do its work."""

@@ -6,7 +6,9 @@ This module alone decides how they are reached, for both scripts, the demo and t
   run starts at the first URL; after a node is lost, the next round starts at the node after it.
 - **Within a round** there is no pause: a node that does not answer hands over to the next one at once.
 - **Between rounds** (every node tried, none answered) a worker waits :class:`Backoff`: 0.5 s, doubling
-  to 10 s, each wait cut at random by up to half, so that many workers do not knock at once.
+  to 10 s, each wait cut at random by up to half, so that many workers do not knock at once. After a
+  node is lost, the first round starts at once at the next node when there are others, and after the
+  first wait when there are none.
 - **A node that does not answer** is passed over quickly when there are others to try: in a round of
   several nodes each gets :data:`QUICK` seconds for the whole handshake (TCP, TLS, AMQP), unless its URL
   sets ``connection_timeout=``. A quick round in which no node answered and some ran out of time is
@@ -35,7 +37,7 @@ import pika.exceptions as px
 from workqueue import broker, uri
 from workqueue.report import Failure
 
-FIRST_DELAY = 0.5  # seconds before the first round after a node is lost
+FIRST_DELAY = 0.5  # seconds before the first round after the only node is lost, or the second round
 MAX_DELAY = 10.0  # seconds between rounds at most
 QUICK = 1.5  # seconds for a whole handshake, in a round of several nodes
 HEARTBEAT = uri.HEARTBEAT  # seconds: the heartbeat timeout asked of the broker unless the URL gives heartbeat=
@@ -71,19 +73,25 @@ class NoneAnswered(Failure):
 
 
 class Backoff:
-    """The wait between rounds: 0.5 s, then twice as long each round up to 10 s, each cut at random by up
-    to half. ``reset()`` once a node answers."""
+    """The wait before each round after a node is lost: none before the first when there are other nodes
+    (that round starts at another one), else 0.5 s, then twice as long each round up to 10 s, each cut at
+    random by up to half. ``reset()`` once a node answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, several: bool = False) -> None:
+        self._several = several
         self._delay = FIRST_DELAY
+        self._first = True
 
     def next(self) -> float:
+        if self._first and self._several:
+            self._first = False
+            return 0.0
         delay = self._delay * random.uniform(0.5, 1.0)
         self._delay = min(self._delay * 2, MAX_DELAY)
         return delay
 
     def reset(self) -> None:
-        self._delay = FIRST_DELAY
+        self._delay, self._first = FIRST_DELAY, True
 
 
 class Nodes:

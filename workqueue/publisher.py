@@ -126,6 +126,7 @@ class _Publisher:
         self.link = Link(brokers, self.ioloop, self)
         self.channel: Any = None  # the channel published on now; frames of earlier ones are ignored
         self.waiting_since = 0.0  # since when the oldest message in flight waits for its confirm
+        self.waiting_bytes = 0  # what the connection had received by then
         self.resume_at = 0.0  # no publishing before this (a pause before publishing again)
         self.end = _End()
 
@@ -170,7 +171,7 @@ class _Publisher:
         if time.monotonic() < self.resume_at:
             return  # a call_later pumps again then
         if not self.ledger.inflight:
-            self.waiting_since = time.monotonic()
+            self._wait_for_confirms()
         for message in self.ledger.publish():
             self.send(self.channel, message.text)
         if self.source.ended and self.ledger.settled() and not self.source.chunks:
@@ -245,7 +246,7 @@ class _Publisher:
             return
         self.ledger.confirm(settled)
         if settled:
-            self.waiting_since = time.monotonic()
+            self._wait_for_confirms()
             self.retry.stored()
         self._report()
         if self.end.after_confirms:
@@ -277,7 +278,7 @@ class _Publisher:
                                  "the queue deleted?)")
 
     def unblocked(self) -> None:
-        self.waiting_since = time.monotonic()  # the confirms waited for the alarm: their clock starts again
+        self._wait_for_confirms()  # the confirms waited for the alarm: their clock starts again
 
     # the clock
 
@@ -303,5 +304,9 @@ class _Publisher:
 
     def _confirms_overdue(self) -> bool:
         """No confirm for the confirm timeout from a node that still talks (one that does not is silent)."""
-        return bool(self.ledger.inflight and self.channel and self.link.silence.heard > self.waiting_since
+        return bool(self.ledger.inflight and self.channel and self.link.received() > self.waiting_bytes
                     and time.monotonic() - self.waiting_since >= self.confirm_timeout)
+
+    def _wait_for_confirms(self) -> None:
+        """The confirm timeout's clock starts now."""
+        self.waiting_since, self.waiting_bytes = time.monotonic(), self.link.received()

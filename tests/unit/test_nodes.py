@@ -144,3 +144,85 @@ def test_backoff_reset_starts_again_at_half_a_second(monkeypatch):
         backoff.next()
     backoff.reset()
     assert backoff.next() == nodes.FIRST_DELAY == 0.5
+
+
+def test_backoff_with_other_nodes_starts_the_first_round_after_a_loss_at_once(monkeypatch):
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    backoff = nodes.Backoff(several=True)
+    assert [backoff.next() for _ in range(3)] == [0.0, 0.5, 1.0]
+    backoff.reset()
+    assert backoff.next() == 0.0
+
+
+# -- the quick bound on a handshake in a round of several nodes, and the patient round after it
+
+
+def timed_out() -> px.AMQPConnectionError:
+    return px.AMQPConnectionError(cw.AMQPConnectorSocketConnectError(TimeoutError("TCP connection attempt timed out")))
+
+
+def test_a_round_of_several_nodes_gives_each_the_quick_bound_and_a_single_url_pikas_own(three):
+    quick = three.round(0).params(1)
+    assert (quick.socket_timeout, quick.stack_timeout) == (nodes.QUICK, nodes.QUICK)
+    assert quick.host == "node1.example" and three.params[1].stack_timeout == 15  # the node's own are kept
+    assert three.round(0, patient=True).params(1) is three.params[1]
+    single = nodes.Nodes([URLS[0]])
+    assert single.round(0).params(0) is single.params[0]
+
+
+def test_a_url_with_its_own_bound_keeps_it_in_every_round():
+    both = nodes.Nodes([URLS[0] + "?connection_timeout=4000", URLS[1]])
+    assert both.round(0).params(0).stack_timeout == 4.0
+
+
+def test_a_quick_round_that_ran_out_of_time_is_followed_by_a_patient_one_and_only_then(three):
+    tries = three.round(0)
+    tries.failed(0, refused())
+    tries.failed(1, timed_out())
+    tries.failed(2, refused())
+    assert tries.again()
+    patient = three.round(0, patient=True)
+    for index in patient:
+        patient.failed(index, timed_out())
+    assert not patient.again()
+    refusals = three.round(0)
+    for index in refusals:
+        refusals.failed(index, refused())
+    assert not refusals.again()  # every node said no: none is slow
+
+
+def test_a_timeout_of_a_url_with_its_own_bound_asks_for_no_patient_round():
+    both = nodes.Nodes([URLS[0] + "?connection_timeout=4000", URLS[1]])
+    tries = both.round(0)
+    tries.failed(0, timed_out())
+    tries.failed(1, refused())
+    assert not tries.again()
+
+
+# -- a silent connection
+
+
+def test_silence_is_death_after_one_and_a_half_heartbeats_without_a_byte(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(nodes.time, "monotonic", lambda: now[0])
+    silence = nodes.Silence(5)
+    checks = []
+    for _ in range(16):  # a check every half second, the byte count still
+        now[0] += 0.5
+        checks.append(silence.dead(42))
+    assert checks.index(True) == 15  # 7.5 s after the first check, which saw those bytes
+    assert not silence.dead(43)  # a byte came: alive again
+
+
+def test_silence_judges_nothing_on_a_late_check_and_nothing_without_heartbeats(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(nodes.time, "monotonic", lambda: now[0])
+    silence = nodes.Silence(5)
+    silence.dead(42)
+    now[0] += 9  # this process was held up: what came meanwhile may not be read yet
+    assert not silence.dead(42)
+    now[0] += 0.5
+    assert not silence.dead(42)
+    off = nodes.Silence(0)
+    now[0] += 1000
+    assert not off.dead(1) and not off.dead(1)
