@@ -275,9 +275,10 @@ class Node:
         return self.runner.kill_command()
 
     def close(self) -> None:
-        """Stop the node and remove it, its data and its folder."""
-        self.runner.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Stop the node and remove it, its data and its folder (once: a second close does nothing)."""
+        if self.dir.exists():
+            self.runner.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Cluster:
