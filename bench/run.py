@@ -19,6 +19,8 @@ ratio of medians with the range of the ratios of the pairs of repeats. Prints a 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import platform
 import statistics
@@ -26,7 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from demo import queues  # noqa: E402
 from demo.children import Child, Task  # noqa: E402
 from demo.cluster import Cluster, Node  # noqa: E402 - the tests' and `python -m demo.cluster`'s nodes
 from demo.experiment import timeline as draw_timeline  # noqa: E402
+from demo.faults import dropping_port, silent_port  # noqa: E402
 
 BENCH = ROOT / "bench"
 PY = sys.executable
@@ -135,6 +138,10 @@ def ms_fmt(x: float) -> str:
 
 def mib_fmt(x: float) -> str:
     return f"{x:.1f}"
+
+
+def seconds_fmt(x: float) -> str:
+    return f"{x:.2f}"
 
 
 def ratio_fmt(x: float) -> str:
@@ -348,29 +355,53 @@ def timeline(run: Experiment, scale: float = 0.05) -> str:
 class ClusterRun:
     lines: int
     publish: Pairs = field(default_factory=Pairs)  # msg/s to a quorum queue: three nodes, one node
-    failover: list[float] = field(default_factory=list)  # s from a node's SIGKILL to the next Done elsewhere
+    failover: dict[str, Pairs] = field(default_factory=dict)  # fault: s from it to the next Done elsewhere
+    past_dead: dict[str, Pairs] = field(default_factory=dict)  # dead first URL: s for one new_task.py
 
 
-def failover_once(cluster: Any) -> float:
-    """A worker of short tasks on the cluster's first node; that node is SIGKILLed: seconds from the kill
-    to the worker's first Done after it says it is connected again (through another node)."""
+# What the scripts had before they bounded the wait themselves: RabbitMQ's heartbeat of 60 s and pika's
+# own bounds on the TCP connection (10 s) and on the whole handshake (15 s).
+DEFAULTS = "heartbeat=60&socket_timeout=10&stack_timeout=15"
+
+
+def with_query(url: str, query: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{query}" if query else url
+
+
+@contextlib.contextmanager
+def fault(node: Node, kind: str) -> Iterator[None]:
+    """The fault for the block: the node SIGKILLed (started again by wait_whole later), frozen or cut off."""
+    if kind == "killed":
+        node.kill()
+        yield
+    else:
+        with node.frozen() if kind == "frozen" else node.cut_off():
+            yield
+
+
+def failover_once(cluster: Any, kind: str, query: str = "") -> float:
+    """A worker of short tasks on a node that does not lead the queue; the fault hits that node: seconds from
+    it to the worker's first Done after it says it is connected again (through another node)."""
     urls = ";".join(cluster.urls)
     queue = new_queue("quorum", urls)
     worker = None
     try:
         _, out = piped([PY, "new_task.py", "--queue", queue, "--queue-type", "quorum", "--stdin"],
                        env_for(queue, urls), stdin=b"x\n" * 2000)
+        leader = cluster.leader(queue)  # a frozen leader stalls its queue for everyone (see the README)
+        first = next(node for node in cluster.nodes if node is not leader)
+        order = [first, *(node for node in cluster.nodes if node is not first)]
         worker = Child([PY, "worker.py", "--queue", queue, "--queue-type", "quorum", "--sleep", "0.01"],
-                       env_for(queue, urls))
+                       env_for(queue, ";".join(with_query(node.url, query) for node in order)))
         worker.wait_for(" [x] Done", 50, timeout=300)
-        killed = time.monotonic()
-        cluster.nodes[0].kill()
 
         def done_after_reconnecting() -> float | None:
-            back = worker.first("connected again", errors=True)
+            back = worker.first("connected again", errors=True) if worker else None
             return next((at for at, text in worker.out if back and at > back and text == " [x] Done"), None)
 
-        return worker.wait_until(done_after_reconnecting, 120, "a Done after the kill") - killed
+        began = time.monotonic()
+        with fault(first, kind):
+            return worker.wait_until(done_after_reconnecting, 300, f"a Done after the node was {kind}") - began
     finally:
         if worker:
             worker.stop()
@@ -378,7 +409,38 @@ def failover_once(cluster: Any) -> float:
         queues.delete(queue, urls)
 
 
-def cluster_runs(count: int, repeat: int) -> ClusterRun:
+@contextlib.contextmanager
+def dead_port(kind: str, cluster: Any) -> Iterator[int]:
+    """A first URL's port that does not answer: a frozen node's, one whose packets vanish, or one that takes
+    TCP connections and never speaks."""
+    if kind == "frozen":
+        with cluster.nodes[0].frozen():
+            yield cluster.nodes[0].port
+    else:
+        with dropping_port() if kind == "dropping" else silent_port() as port:
+            yield port
+
+
+def past_dead_once(cluster: Any, single: Node, kind: str, query: str = "") -> float:
+    """Seconds for one `new_task.py x` whose first URL does not answer and whose second is a live node."""
+    queue = new_queue("classic", single.url)
+    try:
+        with dead_port(kind, cluster) as port:
+            urls = ";".join(with_query(url, query) for url in (f"amqp://guest:guest@localhost:{port}/%2F", single.url))
+            seconds, out = piped([PY, "new_task.py", "--queue", queue, "x"], env_for(queue, urls))
+        if sent_lines(out) != 1:
+            raise RuntimeError(f"past a {kind} first URL: {out!r}")
+        return seconds
+    finally:
+        queues.delete(queue, single.url)
+
+
+FAULT_KINDS = ("killed", "frozen", "cut off")
+DEAD_KINDS = ("frozen", "dropping", "silent")
+
+
+def cluster_runs(count: int, repeat: int, baselines: bool) -> ClusterRun:
+    """``baselines``: also measure with DEFAULTS (a minute or more a repeat for a frozen or cut-off node)."""
     result = ClusterRun(count)
     single, cluster = Node("wqbench"), Cluster(name="wqbench-c")
     try:
@@ -392,9 +454,22 @@ def cluster_runs(count: int, repeat: int) -> ClusterRun:
             in_turn(i, lambda: result.publish.ours.append(publish_rate("ours", ours, count, ";".join(cluster.urls),
                                                                        "quorum")),
                     lambda: result.publish.base.append(publish_rate("ours", ours, count, single.url, "quorum")))
-        for i in range(repeat):
-            progress(f"cluster: failover {i + 1}/{repeat}")
-            result.failover.append(failover_once(cluster))
+        for kind in FAULT_KINDS:
+            pairs = result.failover[kind] = Pairs()
+            for i in range(repeat):
+                progress(f"cluster: failover, node {kind}, {i + 1}/{repeat}")
+                pairs.ours.append(failover_once(cluster, kind))
+                if baselines:
+                    pairs.base.append(failover_once(cluster, kind, DEFAULTS))
+        def measure(into: list[float], kind: str, query: str) -> None:
+            into.append(past_dead_once(cluster, single, kind, query))
+
+        for kind in DEAD_KINDS:
+            pairs = result.past_dead[kind] = Pairs()
+            for i in range(repeat):
+                progress(f"cluster: one new_task.py past a {kind} first URL, {i + 1}/{repeat}")
+                in_turn(i, functools.partial(measure, pairs.ours, kind, ""),
+                        functools.partial(measure, pairs.base, kind, DEFAULTS))
     finally:
         single.close()
         cluster.close()
@@ -503,8 +578,18 @@ def report(inv: Pairs | None, rates: Batch | None, drains: dict[str, Drain] | No
         row(f"batch of {nodes.lines:,} lines, `--stdin`, to a quorum queue, all confirmed (msg/s; {n} runs)",
             spread(nodes.publish.ours, count_fmt), spread(nodes.publish.base, count_fmt),
             ratio_cell(nodes.publish, "the rate"))
-        row(f"a worker's node SIGKILLed: seconds to its next Done through another node ({len(nodes.failover)} runs)",
-            spread(nodes.failover, lambda x: f"{x:.2f}"), "", "")
+        print("\nFaults, and what they cost: seconds, this project's defaults, and the same scripts given RabbitMQ's "
+              f"heartbeat and pika's own bounds (`?{DEFAULTS}`), what they had before they bounded the wait:\n")
+        print("| what | defaults | `" + DEFAULTS + "` | ratio |")
+        print("|---|---|---|---|")
+        for kind, pairs in nodes.failover.items():
+            base = (spread(pairs.base, seconds_fmt), ratio_cell(pairs, "the time")) if pairs.base else ("", "")
+            row(f"a worker's node (not the queue's leader) {kind}: seconds to its next Done through another node "
+                f"({len(pairs.ours)} runs)", spread(pairs.ours, seconds_fmt), *base)
+        for kind, pairs in nodes.past_dead.items():
+            row(f"one `new_task.py x`, its first URL {kind}, the second a live node: seconds to its end "
+                f"({len(pairs.ours)} runs)", spread(pairs.ours, seconds_fmt), spread(pairs.base, seconds_fmt),
+                ratio_cell(pairs, "the time"))
 
 
 def main() -> None:
@@ -526,7 +611,8 @@ def main() -> None:
     drain_count, drain_runs = (1_000, 3) if quick else (5_000, 5)
     drains = drain(count=drain_count, runs=drain_runs) if "drain" in sections else None
     runs = [experiment(prefetch=1), experiment(prefetch=0)] if "experiment" in sections else []
-    nodes = cluster_runs(5_000 if quick else 20_000, 3) if "cluster" in sections else None
+    nodes = cluster_runs(5_000 if quick else 20_000, 1 if quick else 3, baselines=not quick) if "cluster" in sections \
+        else None
     report(inv, rates, drains, runs, nodes)
 
 

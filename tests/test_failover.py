@@ -14,7 +14,7 @@ defaults); no client can do better, and the README says what to configure."""
 from __future__ import annotations
 
 import contextlib
-import socket
+import re
 import subprocess
 import sys
 import threading
@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from conftest import ROOT, URL, Cluster, Node, Worker, Workers, free_port, run_new_task, script_env
+from conftest import ROOT, URL, Cluster, Node, Worker, Workers, queue_counts, run_new_task, script_env
+from demo.faults import dropping_port, silent_port
 from test_cluster import QUORUM, assert_all_done, fill, stored
 
 FAILOVER = 10.0  # seconds from the fault to the next Done through another node, at most (issue: within 10 s)
@@ -129,27 +130,6 @@ def test_failover_stdin_batch_whose_node_freezes_sends_every_line_with_no_long_g
 
 
 @contextlib.contextmanager
-def silent_listener() -> Iterator[int]:
-    """A port that takes TCP connections and never speaks (a broker's frozen host, or no broker at all)."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield listener.getsockname()[1]
-
-
-@contextlib.contextmanager
-def dropping_port() -> Iterator[int]:
-    """A port whose packets vanish (a firewall that drops them): a TCP connection to it is never answered."""
-    port = free_port()
-    rule = ["INPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
-    subprocess.run(["iptables", "-I", *rule], check=True, timeout=30)
-    try:
-        yield port
-    finally:
-        subprocess.run(["iptables", "-D", *rule], check=False, timeout=30)
-
-
-@contextlib.contextmanager
 def frozen_port(cluster: Cluster) -> Iterator[int]:
     node = cluster.nodes[2]
     with node.frozen():
@@ -157,7 +137,7 @@ def frozen_port(cluster: Cluster) -> Iterator[int]:
 
 
 def dead_first(kind: str, cluster: Cluster) -> contextlib.AbstractContextManager[int]:
-    return {"frozen": lambda: frozen_port(cluster), "dropping": dropping_port, "silent": silent_listener}[kind]()
+    return {"frozen": lambda: frozen_port(cluster), "dropping": dropping_port, "silent": silent_port}[kind]()
 
 
 @pytest.mark.parametrize("kind", ["frozen", "dropping", "silent"])
@@ -174,7 +154,7 @@ def test_failover_new_task_whose_first_url_does_not_answer_sends_through_the_nex
 
 
 def test_a_url_that_never_answers_is_one_line_in_our_words(queue_name):
-    with silent_listener() as port:
+    with silent_port() as port:
         result = run_new_task("--queue", queue_name, "x", url=f"amqp://guest:guest@localhost:{port}/%2F"
                               "?connection_timeout=1000")
     assert result.returncode == 1 and result.stdout == ""
@@ -204,3 +184,70 @@ def test_failover_worker_in_a_long_task_notices_the_silence_meanwhile_and_goes_o
     assert sorted(done) == sorted(["slow.......", "slow.......", *(f"quick{i}" for i in range(5))])
     assert w.errors[0] == (f"warning: lost the connection to the broker at localhost:{nodes[0].port} (no answer from "
                            "it for 5 s); reconnecting")
+
+
+# Partitions: a node cut off from its two peers while the scripts still reach it
+
+
+def running_as_seen_by(node: Node) -> set[str]:
+    return set(re.findall(r"[\w.-]+@[\w.-]+", node.ctl("eval", "rabbit_nodes:all_running().")))
+
+
+@contextlib.contextmanager
+def partition_handling(cluster: Cluster, mode: str, net_ticktime: int = 10) -> Iterator[None]:
+    """For the block: the cluster's partition handling ``mode``, and a net tick of ``net_ticktime`` s, so that
+    a partition is seen in seconds rather than in a minute (RabbitMQ's default net tick is 60 s)."""
+    def on_all(expression: str) -> None:
+        for node in cluster.nodes:
+            node.ctl("eval", expression)
+
+    on_all(f"application:set_env(rabbit, cluster_partition_handling, {mode}), net_kernel:set_net_ticktime"
+           f"({net_ticktime}, 1).")
+    try:
+        yield
+    finally:
+        on_all("application:set_env(rabbit, cluster_partition_handling, ignore), net_kernel:set_net_ticktime(60, 1).")
+
+
+@pytest.mark.parametrize("mode", ["ignore", "pause_minority"])
+def test_partition_nothing_sent_is_lost_and_the_work_goes_on_through_the_majority(
+        mode, cluster: Cluster, cluster_queue, workers: Workers):
+    assert run_new_task("--queue", cluster_queue, *QUORUM, "before", url=cluster.urls[0]).returncode == 0
+    minority, leader, other = not_leading_first(cluster, cluster_queue)
+    url = ";".join(n.url for n in (minority, leader, other))  # every script tries the minority's node first
+    cut = workers.start("--queue", cluster_queue, *QUORUM, "--sleep", "0.1", url=url)
+    kept = workers.start("--queue", cluster_queue, *QUORUM, "--sleep", "0.1", url=";".join([leader.url, other.url]))
+    cut.wait_for(" [x] Done") if cut.count("Done") else kept.wait_for(" [x] Done")
+    sent: list[str] = []
+    with partition_handling(cluster, mode), minority.partitioned():
+        began = time.monotonic()
+        for i in range(8):  # the walkthrough's loop, through the node cut off first
+            result = run_new_task("--queue", cluster_queue, *QUORUM, f"p{i}", url=url)
+            assert result.returncode == 0, result.stderr
+            sent.append(f"p{i}")
+        while minority.nodename in running_as_seen_by(leader):  # the majority sees the minority gone
+            assert time.monotonic() - began < 90
+            time.sleep(0.5)
+        seen = time.monotonic() - began
+        for i in range(8, 12):  # once the partition is known
+            result = run_new_task("--queue", cluster_queue, *QUORUM, f"p{i}", url=url)
+            assert result.returncode == 0, result.stderr
+            sent.append(f"p{i}")
+        workers.until_done(sent, timeout=60)
+        moved = cut.first("connected again", errors=True) or float("inf")  # (pause_minority) to the majority
+        minority_did = [t.body for t in cut.tasks() if t.body in sent and t.done is not None and t.done < moved]
+        print(f"{mode}: partition seen after {seen:.1f} s; done on the minority side: {minority_did}; "
+              f"the worker there said: {cut.errors}")
+    if mode == "ignore":  # the cluster stays split until the minority's node restarts
+        minority.ctl("stop_app")
+        minority.ctl("start_app")
+    cluster.wait_whole()
+    assert set(sent) <= set(workers.until_done(sent, timeout=60))
+    assert not minority_did  # the node cut off handed out none of the tasks sent meanwhile
+    if mode == "pause_minority":  # it paused itself: its clients went to the majority
+        assert cut.count(" [x] Done") > 0 and any("connected again" in line for line in cut.errors)
+    assert all(w.proc.poll() is None for w in (cut, kept))
+    deadline = time.monotonic() + 60
+    while queue_counts(cluster_queue, node=leader) != (0, 0):
+        assert time.monotonic() < deadline, queue_counts(cluster_queue, node=leader)
+        time.sleep(0.5)

@@ -92,8 +92,9 @@ def test_refused_virtual_host_says_how_to_create_it():
 
 
 @pytest.mark.parametrize(("received", "current", "theirs", "ours"), [
-    # RabbitMQ 3.x: a classic queue declared without x-queue-type has none
-    ("the value 'quorum' of type 'longstr'", "none", "none", "'quorum'"),
+    # RabbitMQ 3.x: a classic queue declared without x-queue-type has none, which is 'classic'
+    ("the value 'quorum' of type 'longstr'", "none", "'classic'", "'quorum'"),
+    ("none", "the value 'quorum' of type 'longstr'", "'quorum'", "'classic'"),
     # RabbitMQ 4.x fills in the default type on declare (rabbit_amqqueue:augment_declare_args)
     ("the value 'quorum' of type 'longstr'", "the value 'classic' of type 'longstr'", "'classic'", "'quorum'"),
     ("the value 'classic' of type 'longstr'", "the value 'quorum' of type 'longstr'", "'quorum'", "'classic'"),

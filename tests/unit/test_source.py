@@ -215,19 +215,20 @@ def test_a_file_is_streamed_in_chunks_as_lines_come(pipe):
     assert p.wakes >= 3  # for each chunk, and at the end
 
 
-def test_a_file_whose_last_line_has_no_newline(pipe):
+@pytest.mark.parametrize(("content", "messages", "failure"), [
+    (b"a\nb", ["a", "b"], ""),  # the last line without its newline
+    (b"", [], ""),  # an empty file ends with nothing
+    (b"one\ntwo\n\xff\nfour\n", ["one", "two"],  # a line that is not UTF-8 stops the reading, with its number
+     "input line 3 is not UTF-8 text; it and the lines after it were not sent"),
+], ids=["last_line_without_newline", "empty", "not_utf8_stops_with_the_line_number"])
+def test_a_file_read_to_its_end(pipe, content, messages, failure):
     p = pipe()
-    p.write(b"a\nb")
+    if content:
+        p.write(content)
     p.close()
     p.until_ended()
-    assert p.source.take() == ["a", "b"]
-
-
-def test_an_empty_file_ends_with_nothing(pipe):
-    p = pipe()
-    p.close()
-    p.until_ended()
-    assert p.source.take() == [] and p.source.failure == ""
+    assert p.source.take() == messages
+    assert p.source.failure == failure
 
 
 def test_start_twice_starts_one_reader(pipe):
@@ -262,15 +263,6 @@ def test_stop_lets_a_held_reader_end_without_taking_more(pipe):
     p.source.stop()
     p.until_ended()
     assert p.source.take() == ["a"]
-
-
-def test_a_line_that_is_not_utf8_stops_the_reading_with_its_number(pipe):
-    p = pipe()
-    p.write(b"one\ntwo\n\xff\nfour\n")
-    p.close()
-    p.until_ended()
-    assert p.source.take() == ["one", "two"]
-    assert p.source.failure == "input line 3 is not UTF-8 text; it and the lines after it were not sent"
 
 
 def test_a_wake_that_fails_does_not_stop_the_reader(pipe):

@@ -1,0 +1,33 @@
+"""Ports that do not answer, as a dead node's do: for the tests and the benchmark of connecting past one.
+(A node's own faults, killed, frozen, cut off or partitioned, are methods of ``demo.cluster.Node``.)"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+from collections.abc import Iterator
+
+from demo.cluster import TAG, free_port
+
+
+@contextlib.contextmanager
+def dropping_port() -> Iterator[int]:
+    """A port whose packets vanish (a firewall that drops them): a TCP connection to it is never answered.
+    Needs root and iptables; the rule goes when the block ends."""
+    port = free_port()
+    rule = ["INPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP", "-m", "comment", "--comment", TAG]
+    subprocess.run(["iptables", "-I", *rule], check=True, timeout=30)
+    try:
+        yield port
+    finally:
+        subprocess.run(["iptables", "-D", *rule], check=False, timeout=30)
+
+
+@contextlib.contextmanager
+def silent_port() -> Iterator[int]:
+    """A port that takes TCP connections and never speaks (a broker's frozen host, or no broker at all)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
