@@ -37,7 +37,9 @@ START = ('umask 077; c=/var/lib/rabbitmq/.erlang.cookie; [ -s "$c" ] || printf %
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    """A docker command, in a session of its own: a Ctrl+C in the terminal reaches Python, which cleans up,
+    never a docker command halfway."""
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, start_new_session=True)
     if check and result.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args[:2])} failed: {result.stderr.strip() or result.stdout.strip()}")
     return result.stdout
@@ -147,11 +149,11 @@ class ContainerRunner:
         # The cluster's network first: the container then resolves its peers' names by Docker's DNS; the
         # default bridge after, which has the gateway, so that the ports are published through it.
         network = ["--network", self.network, "--network-alias", self.host] if self.network else []
+        self.created = True  # from here on, close() removes it, whatever happens
         docker("create", "--name", self.name, "--hostname", self.host, "--label", LABEL, *network, *ports, *env,
                "-v", f"{stage}:{STAGE}:ro",
                "-v", f"{stage / 'rabbitmq.conf'}:/etc/rabbitmq/conf.d/90-workqueue.conf:ro",
                "--user", "0", "--entrypoint", "sh", image(), "-c", START)
-        self.created = True
         if self.network:
             docker("network", "connect", "bridge", self.name)
 
@@ -215,8 +217,8 @@ class ContainerRunner:
         return f"docker kill {self.name}"
 
     def close(self) -> None:
+        """Remove the container and its volume, by name: even one whose `docker create` was interrupted."""
         self._restore()
-        if self.created:
-            docker("unpause", self.name, check=False)
-            docker("rm", "-f", "-v", self.name, check=False)
-            self.created = False
+        docker("unpause", self.name, check=False)
+        docker("rm", "-f", "-v", self.name, check=False)
+        self.created = False
