@@ -372,6 +372,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=5681,
                         help="the first node's AMQP port; the others follow (default: 5681, as in docker-compose.yml)")
     args = parser.parse_args()
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # once: the nodes are being stopped
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl+C, even where a shell ignored it (`&`), and kill
+        signal.signal(signum, interrupt)
     try:
         kind = node_kind()
     except NodesUnavailable as exc:
