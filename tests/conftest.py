@@ -59,7 +59,8 @@ def pytest_sessionstart(session) -> None:
         SESSION_BROKER.wait_ready(timeout=180)
 
 
-def script_env(url: str | None = None) -> dict[str, str]:
+def script_env(url: str | None = URL) -> dict[str, str]:
+    """The scripts' environment: AMQP_URL the test broker's (or ``url``; None: no AMQP_URL at all)."""
     env = dict(os.environ)
     env.pop("AMQP_URL", None)
     if url:

@@ -219,7 +219,7 @@ OWN = re.compile(r"^No broker answers at localhost:(?P<default>\d+): the demo st
 def nothing_at_the_default() -> dict[str, str]:
     """The demo's environment, its default URL on a port where nothing listens, no AMQP_URL (the shared broker
     is never stopped; DEMO_DEFAULT_URL is the demo's documented way to look elsewhere first)."""
-    return {**script_env(), "DEMO_DEFAULT_URL": f"amqp://guest:guest@localhost:{free_port()}/%2F"}
+    return {**script_env(None), "DEMO_DEFAULT_URL": f"amqp://guest:guest@localhost:{free_port()}/%2F"}
 
 
 def docker_lines(*args: str) -> set[str]:
