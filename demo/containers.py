@@ -11,7 +11,7 @@ its ports are published, so that a node taken off the cluster's network still an
 The faults: kill() is `docker kill` (SIGKILL); frozen() is `docker pause` (the cgroup freezer: the kernel
 still takes connections and data, nothing answers); cut_off() drops the packets of the published AMQP port
 on this machine's loopback, as for a process node (iptables; when not root, from a helper container in the
-machine's own namespaces); partitioned() disconnects the node from the cluster's network and connects it
+machine's network namespace); partitioned() disconnects the node from the cluster's network and connects it
 again after.
 """
 
@@ -66,13 +66,14 @@ def image() -> str:
 
 
 def iptables(*args: str, check: bool = True) -> None:
-    """iptables on this machine: directly as root; else from a privileged helper container that enters the
-    machine's own network and mount namespaces (what a member of the docker group may do)."""
+    """iptables on this machine: directly as root; else this machine's own iptables, run from a helper container
+    in the machine's network namespace with NET_ADMIN, chrooted into its root mounted read-only (what a member
+    of the docker group may do)."""
     if os.geteuid() == 0:
         command = ["iptables", *args]
     else:
-        command = ["docker", "run", "--rm", "--privileged", "--pid", "host", "--entrypoint", "nsenter", image(),
-                   "-t", "1", "-m", "-n", "--", "iptables", *args]
+        command = ["docker", "run", "--rm", "--net", "host", "--cap-add", "NET_ADMIN", "-v", "/:/host:ro",
+                   "--entrypoint", "chroot", image(), "/host", "iptables", *args]
     subprocess.run(command, check=check, capture_output=True, timeout=60)
 
 
