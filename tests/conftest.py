@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -53,7 +54,15 @@ def close_session_broker() -> None:
 atexit.register(close_session_broker)  # also when the session ends early
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt  # pytest stops, and tears down every fixture: no node is left behind
+
+
 def pytest_sessionstart(session) -> None:
+    # SIGTERM, and a Ctrl+C a shell ignored (`&`): as a Ctrl+C, so that the nodes and containers are removed.
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if SESSION_BROKER:
         SESSION_BROKER.start(wait=False)
         SESSION_BROKER.wait_ready(timeout=180)
