@@ -8,6 +8,11 @@ It starts worker.py --sleep 5 and worker.py --sleep 2 on a queue of its own, wai
 sends the ten tasks with ten new_task.py runs in order, as the walkthrough's loop does, shows what the
 two workers print side by side as it happens, and ends with who did which task and a timeline. Then it
 stops its workers and deletes its queue, as it does on Ctrl+C.
+
+With no --url and no AMQP_URL it uses the broker at DEMO_DEFAULT_URL (default:
+amqp://guest:guest@localhost:5672/%2F); when nothing answers there, it starts a broker of its own (a
+private rabbitmq-server node where RabbitMQ is installed and it runs as root, else a RabbitMQ container;
+WORKQUEUE_NODES=process or =container chooses), and stops and removes it at the end and on Ctrl+C.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from types import FrameType
 import pika
 import pika.exceptions as px
 
+from demo import cluster, containers
 from demo.children import Child, Line, Task
 from workqueue import broker, cli, nodes
 
@@ -92,6 +98,45 @@ def unreachable(exc: BaseException, params: pika.URLParameters, default_url: boo
     return (f"no RabbitMQ broker answers at {at} and RabbitMQ is not installed here: `docker compose up -d "
             "rabbitmq` in this folder starts one, or install it (`sudo apt-get install rabbitmq-server`), "
             "or point --url or AMQP_URL at a broker")
+
+
+def nothing_listens(url: str) -> bool:
+    """Whether a TCP connection to the URL's host and port is refused (or never answered within 2 s)."""
+    params = pika.URLParameters(url)
+    try:
+        socket.create_connection((params.host, params.port), timeout=2).close()
+        return False
+    except socket.gaierror:
+        return False  # a name that does not resolve: the usual error line says so
+    except OSError:
+        return True
+
+
+def own_broker(default: str) -> cluster.Node:
+    """A broker of the demo's own, started (a private node or a container), when nothing answers at the default
+    URL; one line says so."""
+    at = broker.where(pika.URLParameters(default))
+    try:
+        kind = cluster.node_kind()
+    except cluster.NodesUnavailable as exc:
+        raise cli.Failure(f"no RabbitMQ broker answers at {at}, and the demo cannot start one of its own: {exc}; "
+                          "or point --url or AMQP_URL at a broker") from None
+    node = cluster.Node("wqdemo", kind=kind)
+    if isinstance(node.runner, containers.ContainerRunner):
+        what = f"a container of {containers.image()}, {node.runner.name}"
+    else:
+        what = f"a private rabbitmq-server node, {node.nodename}"
+    print(f"No broker answers at {at}: the demo starts its own ({what}) on localhost:{node.port}, "
+          "removed at the end.", flush=True)
+    try:
+        node.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        node.close()
+        raise cli.Failure(f"the demo's own broker did not start: {exc}") from None
+    except BaseException:
+        node.close()
+        raise
+    return node
 
 
 # Signals
@@ -458,17 +503,36 @@ class Experiment:
 def main() -> None:
     args = arguments()
     signals = Signals()
-    experiment = Experiment(args, signals)
-    signals.install()
+    own: cluster.Node | None = None
+    url_given = os.environ.get("AMQP_URL", "").strip() or any(a.startswith("--u") for a in sys.argv[1:])
+    if not url_given:
+        default = os.environ.get("DEMO_DEFAULT_URL", "").strip() or cli.DEFAULT_URL
+        args.urls, args.url = [default], default
+        if nothing_listens(default):
+            signals.install()  # a Ctrl+C from here on: the broker is removed
+            try:
+                own = own_broker(default)
+            except KeyboardInterrupt:
+                cli.warn("interrupted: the demo's own broker is removed")
+                raise
+            args.urls, args.url = [own.url], own.url
     interrupted = False
     try:
-        experiment.run()
-    except KeyboardInterrupt:
-        interrupted = True
+        experiment = Experiment(args, signals)
+        signals.install()
+        try:
+            experiment.run()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            signals.closing = True
+            experiment.clean_up()
     finally:
         signals.closing = True
-        experiment.clean_up()
+        if own:
+            own.close()
     if interrupted:
         deleted = f", queue {args.queue} deleted" if experiment.deleted else ""
-        cli.warn(f"interrupted: the workers and the loop are stopped{deleted}")
+        removed = ", the demo's own broker removed" if own else ""
+        cli.warn(f"interrupted: the workers and the loop are stopped{deleted}{removed}")
         raise KeyboardInterrupt

@@ -5,23 +5,23 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
 from collections.abc import Iterator
 
 from demo.cluster import TAG, free_port
+from demo.containers import iptables
 
 
 @contextlib.contextmanager
 def dropping_port() -> Iterator[int]:
     """A port whose packets vanish (a firewall that drops them): a TCP connection to it is never answered.
-    Needs root and iptables; the rule goes when the block ends."""
+    Needs iptables and root (or the docker group: see demo.containers.iptables); the rule goes when the block ends."""
     port = free_port()
     rule = ["INPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP", "-m", "comment", "--comment", TAG]
-    subprocess.run(["iptables", "-I", *rule], check=True, timeout=30)
+    iptables("-I", *rule)
     try:
         yield port
     finally:
-        subprocess.run(["iptables", "-D", *rule], check=False, timeout=30)
+        iptables("-D", *rule, check=False)
 
 
 @contextlib.contextmanager

@@ -1,14 +1,18 @@
 """Helpers for tests that run the tutorial's scripts against real RabbitMQ brokers.
 
-- ``queue_name``: a queue of the test's own on the shared broker (AMQP_URL, default the local one),
-  deleted afterwards.
+- ``queue_name``: a queue of the test's own on the shared broker (AMQP_URL; else the local one on
+  localhost:5672 where it answers and this user (root) may run rabbitmqctl for it; else a node the session
+  starts, a process or a container, and removes at its end), deleted afterwards.
 - ``run_new_task`` / ``Worker``: the scripts as a learner runs them, as child processes.
 - ``private_broker``: a RabbitMQ node of the tests' own, for the tests that stop or kill a broker.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -24,13 +28,48 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from demo import queues  # noqa: E402
 from demo.children import Child  # noqa: E402
-from demo.cluster import RABBIT_BIN, Cluster, Node, free_port  # noqa: E402, F401 - free_port for the tests
+from demo.cluster import Cluster, Node, NodesUnavailable, answers, free_port, node_kind  # noqa: E402, F401
 from workqueue.report import Failure  # noqa: E402
 
-URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/%2F")
+
+def session_broker() -> Node | None:
+    """A node of the session's own, when there is no AMQP_URL and no local broker this user can control."""
+    if os.environ.get("AMQP_URL") or (answers(5672) and os.geteuid() == 0 and shutil.which("rabbitmqctl")):
+        return None
+    try:
+        return Node("wqsession")
+    except NodesUnavailable as exc:
+        raise SystemExit(f"error: no broker at AMQP_URL or localhost:5672, and {exc}") from None
 
 
-def script_env(url: str | None = None) -> dict[str, str]:
+SESSION_BROKER = session_broker()
+URL = SESSION_BROKER.url if SESSION_BROKER else os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/%2F")
+
+
+def close_session_broker() -> None:
+    if SESSION_BROKER:
+        SESSION_BROKER.close()
+
+
+atexit.register(close_session_broker)  # also when the session ends early
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt  # pytest stops, and tears down every fixture: no node is left behind
+
+
+def pytest_sessionstart(session) -> None:
+    # SIGTERM, and a Ctrl+C a shell ignored (`&`): as a Ctrl+C, so that the nodes and containers are removed.
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if SESSION_BROKER:
+        SESSION_BROKER.start(wait=False)
+        SESSION_BROKER.wait_ready(timeout=180)
+
+
+def script_env(url: str | None = URL) -> dict[str, str]:
+    """The scripts' environment: AMQP_URL the test broker's (or ``url``; None: no AMQP_URL at all)."""
     env = dict(os.environ)
     env.pop("AMQP_URL", None)
     if url:
@@ -110,6 +149,7 @@ def drain(name: str, url: str = URL) -> list[tuple[bytes, pika.spec.BasicPropert
 
 def rabbitmqctl(*args: str, node: Node | None = None) -> str:
     """rabbitmqctl for a node of the tests' own, or for the shared broker."""
+    node = node or SESSION_BROKER
     if node:
         return node.ctl(*args)
     return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, check=True, timeout=120).stdout
@@ -130,9 +170,9 @@ class PrivateBroker(Node):
     """A RabbitMQ node of the tests' own, to restart or kill without touching the shared broker."""
 
     def __init__(self, name: str = "wqtest", config: str = "", plugins: tuple[str, ...] = (),
-                 cookie: str | None = None) -> None:
+                 cookie: str | None = None, advanced: str = "") -> None:
         # A small max_message_size, so that a test can send a message too large to take.
-        super().__init__(name, "max_message_size = 65536\n" + config, plugins, cookie)
+        super().__init__(name, "max_message_size = 65536\n" + config, plugins, cookie, advanced=advanced)
 
     def restart(self) -> None:
         """A graceful restart: every connection is closed, durable state is kept."""
@@ -142,9 +182,12 @@ class PrivateBroker(Node):
 
 
 def require_rabbitmq() -> None:
-    """For the tests that start nodes of their own: a failure, never a skip, where RabbitMQ is not installed."""
-    if not (RABBIT_BIN / "rabbitmq-server").exists():
-        pytest.fail("RabbitMQ is not installed: /usr/lib/rabbitmq/bin/rabbitmq-server is missing (see .ci/run)")
+    """For the tests that start nodes of their own: a failure, never a skip, where no node can be started
+    (neither rabbitmq-server run as root nor a Docker engine; see demo/cluster.py's node_kind)."""
+    try:
+        node_kind()
+    except NodesUnavailable as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -193,6 +236,7 @@ def private_queue(private_broker: PrivateBroker, request) -> Iterator[str]:
 
 def pytest_sessionfinish(session, exitstatus) -> None:
     """In CI no test may skip: a skip there fails the run."""
+    close_session_broker()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if os.environ.get("CI") and reporter and reporter.stats.get("skipped") and exitstatus == 0:
         session.exitstatus = 1

@@ -21,7 +21,18 @@ import pika
 import pytest
 import yaml
 
-from conftest import ROOT, URL, PrivateBroker, connect, delete_queue, free_port, queue_counts, run_new_task, script_env
+from conftest import (
+    ROOT,
+    URL,
+    PrivateBroker,
+    answers,
+    connect,
+    delete_queue,
+    free_port,
+    queue_counts,
+    run_new_task,
+    script_env,
+)
 from demo.children import Child, Line, tasks
 
 TEN = [str(i) for i in range(1, 11)]
@@ -200,18 +211,95 @@ def test_no_broker_at_a_given_url_is_the_scripts_one_line_error(how):
     assert result.stderr == run_new_task(url=url).stderr  # word for word what the scripts say
 
 
-def test_nothing_at_the_default_url_says_how_to_start_the_installed_broker():
-    # The shared broker must not be stopped; so the demo runs in a network namespace of its own, where
-    # nothing listens on localhost:5672. RabbitMQ is installed here (the tests need it).
-    env = script_env()
-    cmd = f"ip link set lo up && exec {shlex.quote(sys.executable)} -m demo"
-    result = subprocess.run(["unshare", "--net", "sh", "-c", cmd], capture_output=True, text=True, cwd=ROOT,
-                            env=env, timeout=60)
+OWN = re.compile(r"^No broker answers at localhost:(?P<default>\d+): the demo starts its own \((?:a container of \S+, "
+                 r"(?P<container>wq-wqdemo-[0-9a-f]{6})|a private rabbitmq-server node, (?P<node>\S+))\) on "
+                 r"localhost:(?P<port>\d+), removed at the end\.$", re.M)
+
+
+def nothing_at_the_default() -> dict[str, str]:
+    """The demo's environment, its default URL on a port where nothing listens, no AMQP_URL (the shared broker
+    is never stopped; DEMO_DEFAULT_URL is the demo's documented way to look elsewhere first)."""
+    return {**script_env(None), "DEMO_DEFAULT_URL": f"amqp://guest:guest@localhost:{free_port()}/%2F"}
+
+
+def docker_lines(*args: str) -> set[str]:
+    out = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60)
+    return set(out.stdout.split()) if out.returncode == 0 else set()
+
+
+def assert_own_broker_gone(found: re.Match[str]) -> None:
+    """No container, volume, network or process of the demo's own broker is left."""
+    assert not answers(int(found["port"]))
+    if found["container"]:
+        assert not docker_lines("ps", "-aq", "--filter", f"name={found['container']}")
+        assert not [n for n in docker_lines("network", "ls", "--format", "{{.Name}}") if "wqdemo" in n]
+    else:
+        processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert found["node"] not in processes
+
+
+def test_nothing_at_the_default_url_the_demo_brings_its_own_broker_splits_seven_three_and_leaves_nothing():
+    volumes = docker_lines("volume", "ls", "-q")
+    proc = subprocess.Popen([sys.executable, "-m", "demo", "--speed", "10"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=nothing_at_the_default(),
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert (proc.returncode, err) == (0, ""), out
+    found = OWN.search(out)
+    assert found and out.startswith(found[0]), out  # the first line says so
+    print(found[0])
+    by = events(out)
+    fast, slow = received(by["0.2 s worker"]), received(by["0.5 s worker"])
+    assert sorted(fast + slow, key=int) == TEN
+    assert (len(fast), len(slow)) == (7, 3), out
+    assert f"Broker localhost:{found['port']}," in out.replace("\n", " ")
+    assert group_gone(proc.pid), group_members(proc.pid)
+    assert_own_broker_gone(found)
+    left = (docker_lines("volume", "ls", "-q") - volumes) & docker_lines("volume", "ls", "-q", "-f", "dangling=true")
+    assert not left
+
+
+def test_ctrl_c_with_the_demos_own_broker_removes_it_too():
+    demo_run = Child([sys.executable, "-m", "demo", "--speed", "5"], nothing_at_the_default(), new_session=True)
+    proc = demo_run.proc
+    try:
+        demo_run.wait_for("Received b'3'", timeout=180)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl+C
+        code = proc.wait(timeout=60)
+    finally:
+        demo_run.stop()
+    demo_run.wait()
+    out, err = "\n".join(demo_run.lines), demo_run.errors
+    assert code == 130
+    found = OWN.search(out)
+    assert found, out
+    assert group_gone(proc.pid), group_members(proc.pid)
+    assert_own_broker_gone(found)
+    assert "Traceback" not in "".join(err) + out
+    assert err == ["interrupted: the workers and the loop are stopped, queue "
+                   f"{demo_queue(out)} deleted, the demo's own broker removed"], err
+
+
+def test_nothing_at_the_default_url_and_no_way_to_start_a_broker_is_one_line_naming_both_ways():
+    # RabbitMQ hidden (an empty folder over /usr/lib/rabbitmq, in a mount namespace of the demo's own) and no
+    # Docker engine (DOCKER_HOST at a socket that is not there): a machine with neither.
+    env = {**nothing_at_the_default(), "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    env.pop("WORKQUEUE_NODES", None)
+    hide = ("if [ -d /usr/lib/rabbitmq ]; then mount -t tmpfs none /usr/lib/rabbitmq; fi; "
+            f"exec {shlex.quote(sys.executable)} -m demo")
+    user_ns = [] if os.geteuid() == 0 else ["-r"]
+    result = subprocess.run(["unshare", *user_ns, "-m", "sh", "-c", hide], capture_output=True, text=True,
+                            cwd=ROOT, env=env, timeout=60)
     assert result.returncode == 1, result.stderr
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
-    assert line.startswith("error: no RabbitMQ broker answers at localhost:5672, but RabbitMQ is installed here"), line
-    assert "`sudo rabbitmq-server -detached`" in line and "`docker compose up -d rabbitmq`" in line
+    assert line.startswith("error: no RabbitMQ broker answers at localhost:"), line
+    assert "the demo cannot start one of its own" in line
+    assert "install Docker" in line and "`sudo apt-get install rabbitmq-server`" in line and "--url" in line, line
 
 
 def test_demo_refuses_a_queue_that_exists_and_leaves_it_alone(queue_name):

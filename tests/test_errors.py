@@ -39,14 +39,16 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], *expected: s
 SCRIPTS = ["new_task.py", "worker.py"]
 
 
+AT = URL.split(";")[0].split("@")[-1].split("/")[0]  # the test broker's host:port (the session's own, maybe)
+
 # A broker that cannot be used: the URL, and what the one error line says of it
 BROKERS = {
     "unreachable_names_host_and_port_and_how_to_start_one": (
         f"amqp://guest:{SECRET}@127.0.0.1:1/%2F", ("127.0.0.1:1", "connection refused", "rabbitmq-server")),
     "wrong_password_is_a_refused_login_without_echoing_it": (
-        f"amqp://guest:{SECRET}@localhost:5672/%2F", ("refused the login of user 'guest'",)),
+        f"amqp://guest:{SECRET}@{AT}/%2F", ("refused the login of user 'guest'",)),
     "missing_vhost_says_how_to_create_it": (
-        "amqp://guest:guest@localhost:5672/no-such-vhost",
+        f"amqp://guest:guest@{AT}/no-such-vhost",
         ("no virtual host 'no-such-vhost'", "rabbitmqctl add_vhost no-such-vhost")),
     "unknown_host_is_named": (f"amqp://guest:{SECRET}@no-such-host.invalid/", ("no-such-host.invalid",)),
 }
@@ -70,7 +72,7 @@ def test_malformed_url(script, url, queue_name):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_queue_declared_with_another_type_names_the_ways_out(script, queue_name):
     assert run_new_task("--queue", queue_name, "--queue-type", "quorum", "first").returncode == 0
-    result = run_script(script, queue_name, "amqp://guest:guest@localhost:5672/%2F")
+    result = run_script(script, queue_name, URL)
     line = assert_one_error_line(result, f"queue '{queue_name}' already exists", "x-queue-type")
     assert "--queue-type" in line and "--queue" in line and f"rabbitmqctl delete_queue {queue_name}" in line
     assert "the broker has 'quorum', this asked for 'classic'" in line

@@ -50,10 +50,8 @@ def nodes() -> Iterator[dict[str, PrivateBroker]]:
     """The alarm node and the consumer-timeout node, started side by side (about 10 s, not 20)."""
     require_rabbitmq()
     alarm = PrivateBroker(name="wqalarm", config="memory_monitor_interval = 200\n")  # alarms within 0.2 s
-    timeout = PrivateBroker(name="wqctimeout", config=f"consumer_timeout = {CONSUMER_TIMEOUT_MS}\n")
-    advanced = timeout.dir / "advanced.config"
-    advanced.write_text(f"[{{rabbit, [{{channel_tick_interval, {TICK_MS}}}]}}].\n")
-    timeout.env["RABBITMQ_ADVANCED_CONFIG_FILE"] = str(advanced)
+    timeout = PrivateBroker(name="wqctimeout", config=f"consumer_timeout = {CONSUMER_TIMEOUT_MS}\n",
+                            advanced=f"[{{rabbit, [{{channel_tick_interval, {TICK_MS}}}]}}].\n")
     started = {"alarm": alarm, "timeout": timeout}
     try:
         for node in started.values():
