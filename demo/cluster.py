@@ -138,15 +138,18 @@ class ProcessRunner:
 
     @contextlib.contextmanager
     def cut_off(self) -> Iterator[None]:
-        rules = [["INPUT", "-p", "tcp", way, str(self.port), "-j", "DROP", "-m", "comment", "--comment", TAG]
-                 for way in ("--dport", "--sport")]
-        for rule in rules:
-            subprocess.run(["iptables", "-I", *rule], check=True, timeout=30)
+        # Both families: where `localhost` is also ::1 (IPv6 on), clients reach the node over either.
+        rules = [[tool, "INPUT", "-p", "tcp", way, str(self.port), "-j", "DROP", "-m", "comment", "--comment", TAG]
+                 for tool in ("iptables", "ip6tables") for way in ("--dport", "--sport")]
+        added = []
         try:
+            for tool, *rule in rules:
+                subprocess.run([tool, "-I", *rule], check=True, timeout=30)
+                added.append([tool, *rule])
             yield
         finally:
-            for rule in rules:
-                subprocess.run(["iptables", "-D", *rule], check=False, timeout=30)
+            for tool, *rule in added:
+                subprocess.run([tool, "-D", *rule], check=False, timeout=30)
 
     @contextlib.contextmanager
     def partitioned(self) -> Iterator[None]:
