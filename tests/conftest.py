@@ -143,8 +143,17 @@ def ready_count(name: str, url: str = URL) -> int:
     return queues.depth(name, url)
 
 
-def drain(name: str, url: str = URL) -> list[tuple[bytes, pika.spec.BasicProperties, bool]]:
-    return queues.drain(name, url)
+def drain(name: str, url: str = URL, wait: float = 30) -> list[tuple[bytes, pika.spec.BasicProperties, bool]]:
+    """Take every ready message from the queue. Right after a restart a durable queue may answer 404 while
+    the node still recovers it: asked again for up to ``wait`` seconds (a queue really lost still fails)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return queues.drain(name, url)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def rabbitmqctl(*args: str, node: Node | None = None) -> str:
