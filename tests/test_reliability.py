@@ -140,8 +140,21 @@ def test_worker_rides_out_a_graceful_broker_restart(private_broker, private_queu
     assert back == f"warning: connected again, to the broker at localhost:{private_broker.port}"
 
 
+def persisted(node: PrivateBroker) -> None:
+    """What the node knows of its queues written to disk now. A durable queue declared a moment before a
+    SIGKILL can be lost with it (seen here, on RabbitMQ 3.10 and 4.0: 404 after the restart, the queue's
+    record still in Mnesia's log in memory); a test of what happens to messages makes its queue first."""
+    node.ctl("eval", "mnesia:sync_log().")
+
+
+def declare_persisted(node: PrivateBroker, queue: str) -> None:
+    assert run_new_task("--queue", queue, "--stdin", stdin="", url=node.url).returncode == 0  # declares it
+    persisted(node)
+
+
 def test_worker_rides_out_a_broker_crash(private_broker, private_queue, workers):
     bodies = fill(private_queue, 20, private_broker.url, prefix="crash")
+    persisted(private_broker)
     w = workers.start("--queue", private_queue, "--sleep", "0.25", url=private_broker.url)
     w.wait_for(" [x] Done", count=5)
     private_broker.kill()
@@ -162,6 +175,7 @@ def test_message_durability_tasks_survive_a_broker_restart(private_broker, priva
 def test_every_message_printed_as_sent_survives_a_broker_crash(private_broker, private_queue):
     # The seed's shell loop, with the broker SIGKILLed while it runs: whatever was printed as Sent
     # was confirmed, so it is in the queue after the restart; the rest failed with an error line.
+    declare_persisted(private_broker, private_queue)
     env = {**script_env(private_broker.url), "PY": sys.executable, "Q": private_queue}
     loop = subprocess.Popen(["bash", "-c", 'for i in $(seq 200); do "$PY" new_task.py --queue "$Q" $i; done'],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -180,6 +194,7 @@ def test_every_message_printed_as_sent_survives_a_broker_crash(private_broker, p
 def test_stdin_batch_reports_what_was_confirmed_when_the_broker_crashes(private_broker, private_queue):
     total = 300_000
     # No other node to go to: it tries the dead one again for --retry-for seconds, then says where to resume.
+    declare_persisted(private_broker, private_queue)
     proc = subprocess.Popen([sys.executable, "new_task.py", "--queue", private_queue, "--stdin", "--retry-for", "2"],
                             cwd=ROOT,
                             env=script_env(private_broker.url), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
