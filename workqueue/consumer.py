@@ -214,8 +214,9 @@ class Worker:
             with self.pika.lent():
                 try:
                     self.callback(task_channel, method, properties, body)
-                except BrokenPipeError:
-                    raise  # the worker's output has gone: the worker stops, the task goes back to the queue
+                except BrokenPipeError as exc:  # the worker's own output has gone: it stops, the task goes back
+                    raise Failure(f"the task {attempts.shown(body, 80)} failed ({attempts.describe(exc)}); it goes "
+                                  "back to the queue, and this worker stops") from None
                 except Exception as exc:  # the task's failure, not the worker's
                     failure = exc
             if self.lost:
