@@ -148,6 +148,7 @@ class Worker:
         self.queue = queue_name
         self.callback = callback
         self.policy = policy or attempts.Policy()
+        self.aside: setaside.SetAside | None = None  # where failed tasks go, for the connection in use
         self.pika = Handover()
         self.connection: pika.BlockingConnection | None = None
         self.silence = nodes.Silence(0)  # of self.connection
@@ -194,8 +195,10 @@ class Worker:
     def _consume(self, connection: pika.BlockingConnection) -> None:
         channel = connection.channel()
         task_channel = TaskChannel(self, channel)
-        aside = setaside.SetAside(connection, self.queue, self.policy, self.nodes.in_use,
-                                  silent=lambda: self._silent(connection))  # its queues declared at first use
+        if self.aside is None or self.aside.connection is not connection:  # one per connection
+            self.aside = setaside.SetAside(connection, self.queue, self.policy, self.nodes.in_use,
+                                           silent=lambda: self._silent(connection))  # queues declared at first use
+        aside = self.aside
 
         def on_message(ch: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
             """On the main thread, inside pika: pika is lent out while the task runs."""
