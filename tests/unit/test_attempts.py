@@ -138,3 +138,9 @@ def test_more_than_20_attempts_on_a_classic_queue_is_fine(monkeypatch):
 
 def test_the_new_tasks_parser_has_no_worker_options():
     assert "--attempts" not in cli.parser("doc").format_help()
+
+
+def test_a_task_that_acked_its_message_and_then_raised_is_not_tried_again():
+    assert attempts.acked_line(b"late", "OSError: disk full") == (
+        "warning: the task b'late' failed (OSError: disk full) after it was acknowledged or handed back; "
+        "it is not tried again")
