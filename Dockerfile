@@ -8,6 +8,5 @@ COPY requirements.txt ./
 RUN pip install --no-cache-dir -r requirements.txt
 COPY new_task.py worker.py ./
 COPY workqueue ./workqueue
-COPY demo ./demo
 USER nobody
 CMD ["python", "worker.py"]

@@ -25,25 +25,25 @@ import pika
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "tests" / "unit"
 sys.path.insert(0, str(ROOT))
-from demo import queues  # noqa: E402
-from demo.children import Child  # noqa: E402
-from demo.cluster import Cluster, Node, NodesUnavailable, answers, free_port, node_kind  # noqa: E402, F401
+from harness import containers, queues  # noqa: E402
+from harness.brokers import Cluster, Node, NodesUnavailable, answers, free_port, node_kind  # noqa: E402, F401
+from harness.children import Child  # noqa: E402
 from workqueue.report import Failure  # noqa: E402
 
 
-def session_broker() -> Node | None:
-    """A node of the session's own, when there is no AMQP_URL and no local broker this user can control."""
-    if os.environ.get("AMQP_URL") or (answers(5672) and os.geteuid() == 0 and shutil.which("rabbitmqctl")):
-        return None
-    try:
-        return Node("wqsession")
-    except NodesUnavailable as exc:
-        raise SystemExit(f"error: no broker at AMQP_URL or localhost:5672, and {exc}") from None
+def _own_broker_needed() -> bool:
+    """Whether the session needs a broker of its own: no AMQP_URL, and no local broker this user can control."""
+    if os.environ.get("AMQP_URL"):
+        return False
+    return not (answers(5672) and os.geteuid() == 0 and shutil.which("rabbitmqctl"))
 
 
-SESSION_BROKER = session_broker()
-URL = SESSION_BROKER.url if SESSION_BROKER else os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/%2F")
+OWN_PORT = free_port() if _own_broker_needed() else None  # the session's own broker's port, if it needs one
+URL = (f"amqp://guest:guest@localhost:{OWN_PORT}/%2F" if OWN_PORT
+       else os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/%2F"))
+SESSION_BROKER: Node | None = None  # made by pytest_collection_finish, only when a collected test needs a broker
 
 
 def close_session_broker() -> None:
@@ -63,8 +63,32 @@ def pytest_sessionstart(session) -> None:
     # SIGTERM, and a Ctrl+C a shell ignored (`&`): as a Ctrl+C, so that the nodes and containers are removed.
     signal.signal(signal.SIGTERM, _interrupted)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    if SESSION_BROKER:
+
+
+def _needs_broker(item: pytest.Item) -> bool:
+    return UNIT not in Path(str(item.path)).parents
+
+
+def pytest_collection_finish(session) -> None:
+    """Start what the collected tests need, once and side by side: the session's own broker (only where
+    some test talks to a broker: the unit tests start nothing), the private node and the cluster (their
+    fixtures then wait for them to be ready)."""
+    global SESSION_BROKER
+    items = [item for item in session.items if _needs_broker(item)]
+    if not items:
+        return
+    fixtures = {name for item in items for name in getattr(item, "fixturenames", ())}
+    if OWN_PORT and not SESSION_BROKER:
+        try:
+            SESSION_BROKER = Node("wqsession", port=OWN_PORT)
+        except NodesUnavailable as exc:
+            raise pytest.UsageError(f"error: no broker at AMQP_URL or localhost:5672, and {exc}") from None
         SESSION_BROKER.start(wait=False)
+    if fixtures & {"private_broker", "private_queue"}:
+        _early["private_broker"] = _start_private_broker()
+    if fixtures & {"cluster", "cluster_nodes", "cluster_queue"}:
+        _early["cluster_nodes"] = _start_cluster()
+    if SESSION_BROKER:
         SESSION_BROKER.wait_ready(timeout=180)
 
 
@@ -192,28 +216,47 @@ class PrivateBroker(Node):
 
 def require_rabbitmq() -> None:
     """For the tests that start nodes of their own: a failure, never a skip, where no node can be started
-    (neither rabbitmq-server run as root nor a Docker engine; see demo/cluster.py's node_kind)."""
+    (neither rabbitmq-server run as root nor a Docker engine; see harness.brokers.node_kind)."""
     try:
         node_kind()
     except NodesUnavailable as exc:
         pytest.fail(str(exc))
 
 
-@pytest.fixture(scope="session")
-def private_broker() -> Iterator[PrivateBroker]:
+_early: dict[str, object] = {}  # the nodes pytest_collection_finish started, for the fixtures below
+
+
+def _start_private_broker() -> PrivateBroker:
     require_rabbitmq()
     node = PrivateBroker()
-    node.start()
-    yield node
-    node.close()
+    node.start(wait=False)
+    return node
+
+
+def _start_cluster() -> Cluster:
+    require_rabbitmq()
+    nodes = Cluster(groups=100_000 + 3 * os.getpid())  # group ids of its own, for Node.partitioned()
+    nodes.start(wait=False)
+    return nodes
+
+
+@pytest.fixture(scope="session")
+def private_broker() -> Iterator[PrivateBroker]:
+    node = _early.pop("private_broker", None) or _start_private_broker()
+    assert isinstance(node, PrivateBroker)
+    try:
+        node.wait_ready(timeout=180)
+        yield node
+    finally:
+        node.close()
 
 
 @pytest.fixture(scope="session")
 def cluster_nodes() -> Iterator[Cluster]:
-    require_rabbitmq()
-    nodes = Cluster(groups=100_000 + 3 * os.getpid())  # group ids of its own, for Node.partitioned()
+    nodes = _early.pop("cluster_nodes", None) or _start_cluster()
+    assert isinstance(nodes, Cluster)
     try:
-        nodes.start()
+        nodes.wait_whole(timeout=180)
         yield nodes
     finally:
         nodes.close()
@@ -243,8 +286,59 @@ def private_queue(private_broker: PrivateBroker, request) -> Iterator[str]:
     delete_queue(name, private_broker.url)
 
 
+TOOLS = {  # what a test may need beyond Python and a broker: how to tell it is there, and what to install
+    "docker": (lambda: containers.docker_answers(),
+               "a Docker engine that answers (Debian: apt-get install docker.io, and dockerd running; "
+               "as a user, the docker group)"),
+    "compose": (lambda: subprocess.run(["docker", "compose", "version"], capture_output=True,
+                                       timeout=60).returncode == 0 if shutil.which("docker") else False,
+                "`docker compose` (Compose v2: Debian 13's docker-compose package, or Docker's "
+                "docker-compose-plugin; Debian 12's docker-compose 1.29 is not it)"),
+    "iptables": (lambda: bool(shutil.which("iptables") or Path("/usr/sbin/iptables").exists())
+                 or node_kind_or_none() == "container",
+                 "iptables (Debian: apt-get install iptables), run as root"),
+}
+
+
+def node_kind_or_none() -> str | None:
+    try:
+        return node_kind()
+    except NodesUnavailable:
+        return None
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "needs(tool): the test needs this tool (see TOOLS in tests/conftest.py); "
+                            "where it is missing the run says so in one line and skips the test, and in CI fails")
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """The tests whose tools are missing: one line per tool; skipped, except in CI (CI set), where the run fails."""
+    missing: dict[str, str] = {}
+    for item in items:
+        for mark in item.iter_markers("needs"):
+            tool = mark.args[0]
+            if tool not in missing:
+                present, install = TOOLS[tool]
+                missing[tool] = "" if present() else f"missing: {install}"
+            if missing[tool]:
+                item.add_marker(pytest.mark.skip(reason=missing[tool]))
+    lines = sorted({line for line in missing.values() if line})
+    if not lines:
+        return
+    if os.environ.get("CI"):
+        raise pytest.UsageError("error: " + "; ".join(lines) + " (CI runs every test: install it)")
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for line in lines:
+        if reporter:
+            reporter.write_line(f"{line}: the tests that need it are skipped")
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     """In CI no test may skip: a skip there fails the run."""
+    for node in _early.values():  # started for tests that did not run (deselected, or the run stopped)
+        node.close()  # type: ignore[attr-defined]
+    _early.clear()
     close_session_broker()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if os.environ.get("CI") and reporter and reporter.stats.get("skipped") and exitstatus == 0:

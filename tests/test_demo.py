@@ -33,7 +33,7 @@ from conftest import (
     run_new_task,
     script_env,
 )
-from demo.children import Child, Line, tasks
+from harness.children import Child, Line, tasks
 
 TEN = [str(i) for i in range(1, 11)]
 EVENT = re.compile(r"^ *(?P<at>\d+\.\d\d)? +(?P<who>\S.*?) *\|(?P<text>.*)$")  # piped: "  0.04  0.2 s worker | [x] ..."

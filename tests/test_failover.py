@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from conftest import ROOT, URL, Cluster, Node, Worker, Workers, queue_counts, run_new_task, script_env
-from demo.faults import dropping_port, silent_port
+from harness.faults import dropping_port, silent_port
 from test_cluster import QUORUM, assert_all_done, fill, stored
 
 FAILOVER = 10.0  # seconds from the fault to the next Done through another node, at most (issue: within 10 s)
@@ -42,7 +42,7 @@ def next_done_after_failover(w: Worker, fault_began: float, timeout: float = 30)
     return time.monotonic() - fault_began
 
 
-@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("fault", ["frozen", pytest.param("cut_off", marks=pytest.mark.needs("iptables"))])
 def test_failover_worker_goes_on_through_another_node_within_seconds_when_its_node_falls_silent(
         fault, cluster: Cluster, cluster_queue, workers: Workers):
     bodies = fill(cluster_queue, 150, ";".join(cluster.urls))
@@ -140,7 +140,7 @@ def dead_first(kind: str, cluster: Cluster) -> contextlib.AbstractContextManager
     return {"frozen": lambda: frozen_port(cluster), "dropping": dropping_port, "silent": silent_port}[kind]()
 
 
-@pytest.mark.parametrize("kind", ["frozen", "dropping", "silent"])
+@pytest.mark.parametrize("kind", ["frozen", pytest.param("dropping", marks=pytest.mark.needs("iptables")), "silent"])
 def test_failover_new_task_whose_first_url_does_not_answer_sends_through_the_next_within_3_s(kind, cluster_nodes,
                                                                                               queue_name):
     # The shared broker is the second URL: what is timed is getting past the first.
@@ -221,6 +221,7 @@ def healed(minority: Node, mode: str) -> Iterator[None]:
             minority.ctl("start_app")
 
 
+@pytest.mark.needs("iptables")
 @pytest.mark.parametrize("mode", ["ignore", "pause_minority"])
 def test_partition_nothing_sent_is_lost_and_the_work_goes_on_through_the_majority(
         mode, cluster: Cluster, cluster_queue, workers: Workers):

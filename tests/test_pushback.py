@@ -33,8 +33,8 @@ from conftest import (
     run_new_task,
     script_env,
 )
-from demo import queues
-from demo.children import Child
+from harness import queues
+from harness.children import Child
 
 CONSUMER_TIMEOUT_MS = 1000
 TICK_MS = 250  # the channels' tick: how often a channel looks at its consumers' timeouts
