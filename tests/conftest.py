@@ -112,6 +112,8 @@ class Worker(Child):
 
     def __init__(self, *args: str, url: str = URL) -> None:
         super().__init__([sys.executable, str(ROOT / "worker.py"), *args], script_env(url))
+        self.queue = args[args.index("--queue") + 1] if "--queue" in args else "task_queue"
+        self.url = url
 
     def done(self) -> list[str]:
         """The bodies of the tasks this worker reported Done, in order."""
@@ -122,11 +124,20 @@ class Workers(list):
     """The workers a test started; killed after it."""
 
     def start(self, *args: str, url: str = URL) -> Worker:
-        """worker.py with these arguments, once it waits for messages."""
+        """worker.py with these arguments, once its consumer is registered on the broker (it says it waits for
+        messages a moment before)."""
         w = Worker(*args, url=url)
         self.append(w)
         w.wait_for("Waiting for messages")
+        deadline = time.monotonic() + 30
+        while queues.consumers(w.queue, url) < self.on(w.queue, url):
+            assert w.proc.poll() is None and time.monotonic() < deadline, ("no consumer", w.lines, w.errors)
+            time.sleep(0.05)
         return w
+
+    def on(self, queue: str, url: str) -> int:
+        """How many of these workers consume from ``queue`` at ``url`` (and still run)."""
+        return sum(1 for w in self if w.proc.poll() is None and w.queue == queue and w.url == url)
 
     def until_done(self, bodies: list[str], timeout: float = 60) -> list[str]:
         """Wait until these tasks were all done, by any of the workers; what was done, in all."""
@@ -167,17 +178,9 @@ def ready_count(name: str, url: str = URL) -> int:
     return queues.depth(name, url)
 
 
-def drain(name: str, url: str = URL, wait: float = 30) -> list[tuple[bytes, pika.spec.BasicProperties, bool]]:
-    """Take every ready message from the queue. Right after a restart a durable queue may answer 404 while
-    the node still recovers it: asked again for up to ``wait`` seconds (a queue really lost still fails)."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            return queues.drain(name, url)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+def drain(name: str, url: str = URL) -> list[tuple[bytes, pika.spec.BasicProperties, bool]]:
+    """Take every ready message from the queue (see harness.queues.drain)."""
+    return queues.drain(name, url)
 
 
 def rabbitmqctl(*args: str, node: Node | None = None) -> str:
@@ -197,6 +200,15 @@ def queue_counts(name: str, node: Node | None = None) -> tuple[int, int]:
         if parts[0] == name:
             return int(parts[1]), int(parts[2])
     raise AssertionError(f"no queue {name!r} in {out!r}")
+
+
+def wait_counts(name: str, expected: tuple[int, int], node: Node | None = None, timeout: float = 30) -> tuple[int, int]:
+    """(ready, unacknowledged) once they are ``expected`` (an ack may still be on its way when a worker has
+    printed Done), or as they are after ``timeout`` seconds: the caller asserts."""
+    deadline = time.monotonic() + timeout
+    while (counts := queue_counts(name, node)) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return counts
 
 
 class PrivateBroker(Node):

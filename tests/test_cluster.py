@@ -13,7 +13,7 @@ import time
 
 import pika
 
-from conftest import ROOT, URL, Cluster, Workers, free_port, queue_counts, rabbitmqctl, run_new_task, script_env
+from conftest import ROOT, URL, Cluster, Workers, free_port, rabbitmqctl, run_new_task, script_env, wait_counts
 
 QUORUM = ("--queue-type", "quorum")
 
@@ -46,10 +46,7 @@ def assert_all_done(workers: Workers, bodies: list[str], cluster: Cluster, queue
     """Every task done; again at most for each fault the task each worker had in flight (prefetch 1)."""
     done = workers.until_done(bodies, timeout=180)
     assert set(bodies) <= set(done)
-    deadline = time.monotonic() + 60
-    while queue_counts(queue, node=cluster.live()) != (0, 0):  # redelivered ones may still be running
-        assert time.monotonic() < deadline, queue_counts(queue, node=cluster.live())
-        time.sleep(0.5)
+    assert wait_counts(queue, (0, 0), node=cluster.live(), timeout=60) == (0, 0)  # redelivered ones may still run
     done = [body for w in workers for body in w.done()]
     print(f"done again: {len(done) - len(set(done))} of {len(bodies)}")
     assert len(done) - len(set(done)) <= len(workers) * faults

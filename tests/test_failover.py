@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from conftest import ROOT, URL, Cluster, Node, Worker, Workers, queue_counts, run_new_task, script_env
+from conftest import ROOT, URL, Cluster, Node, Worker, Workers, run_new_task, script_env, wait_counts
 from harness.faults import dropping_port, silent_port
 from test_cluster import QUORUM, assert_all_done, fill, stored
 
@@ -257,7 +257,4 @@ def test_partition_nothing_sent_is_lost_and_the_work_goes_on_through_the_majorit
     if mode == "pause_minority":  # it paused itself: its clients went to the majority
         assert cut.count(" [x] Done") > 0 and any("connected again" in line for line in cut.errors)
     assert all(w.proc.poll() is None for w in (cut, kept))
-    deadline = time.monotonic() + 60
-    while queue_counts(cluster_queue, node=leader) != (0, 0):
-        assert time.monotonic() < deadline, queue_counts(cluster_queue, node=leader)
-        time.sleep(0.5)
+    assert wait_counts(cluster_queue, (0, 0), node=leader, timeout=60) == (0, 0)
