@@ -12,8 +12,11 @@ import threading
 import time
 
 import pika
+import pytest
 
 from conftest import ROOT, URL, Cluster, Workers, free_port, rabbitmqctl, run_new_task, script_env, wait_counts
+
+pytestmark = pytest.mark.timeout(300)  # a cluster's faults: recoveries take tens of seconds
 
 QUORUM = ("--queue-type", "quorum")
 
