@@ -37,11 +37,11 @@ import pika  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from demo import queues  # noqa: E402
-from demo.children import Child, Task  # noqa: E402
-from demo.cluster import Cluster, Node  # noqa: E402 - the tests' and `python -m demo.cluster`'s nodes
 from demo.experiment import timeline as draw_timeline  # noqa: E402
-from demo.faults import dropping_port, silent_port  # noqa: E402
+from harness import queues  # noqa: E402
+from harness.brokers import Cluster, Node  # noqa: E402 - the tests' and `python -m demo.cluster`'s nodes
+from harness.children import Child, Task  # noqa: E402
+from harness.faults import dropping_port, silent_port  # noqa: E402
 
 BENCH = ROOT / "bench"
 PY = sys.executable
@@ -582,7 +582,7 @@ def report(inv: Pairs | None, rates: Batch | None, drains: dict[str, Drain] | No
             print("```")
     if nodes:
         n = len(nodes.publish.ours)
-        print("\nA cluster of three private nodes on this machine, and one private node alike (`demo/cluster.py`):\n")
+        print("\nA cluster of three private nodes on this machine, and one private node alike (harness.brokers):\n")
         print("| what | three nodes | one node | ratio |")
         print("|---|---|---|---|")
         row(f"batch of {nodes.lines:,} lines, `--stdin`, to a quorum queue, all confirmed (msg/s; {n} runs)",

@@ -1,1 +1,1 @@
-"""The compose demo's helper (wait_for_workers) and `python -m demo`, the experiment in one command."""
+"""`python -m demo`, the Japanese walkthrough's experiment in one command, and `python -m demo.cluster`."""

@@ -37,8 +37,8 @@ from types import FrameType
 import pika
 import pika.exceptions as px
 
-from demo import cluster, containers
-from demo.children import Child, Line, Task
+from harness import brokers, containers
+from harness.children import Child, Line, Task
 from workqueue import broker, cli, nodes
 
 FAST, SLOW = 2.0, 5.0  # the walkthrough's workers: seconds per task at --speed 1
@@ -112,16 +112,16 @@ def nothing_listens(url: str) -> bool:
         return True
 
 
-def own_broker(default: str) -> cluster.Node:
+def own_broker(default: str) -> brokers.Node:
     """A broker of the demo's own, started (a private node or a container), when nothing answers at the default
     URL; one line says so."""
     at = broker.where(pika.URLParameters(default))
     try:
-        kind = cluster.node_kind()
-    except cluster.NodesUnavailable as exc:
+        kind = brokers.node_kind()
+    except brokers.NodesUnavailable as exc:
         raise cli.Failure(f"no RabbitMQ broker answers at {at}, and the demo cannot start one of its own: {exc}; "
                           "or point --url or AMQP_URL at a broker") from None
-    node = cluster.Node("wqdemo", kind=kind)
+    node = brokers.Node("wqdemo", kind=kind)
     if isinstance(node.runner, containers.ContainerRunner):
         what = f"a container of {containers.image()}, {node.runner.name}"
     else:
@@ -503,7 +503,7 @@ class Experiment:
 def main() -> None:
     args = arguments()
     signals = Signals()
-    own: cluster.Node | None = None
+    own: brokers.Node | None = None
     url_given = os.environ.get("AMQP_URL", "").strip() or any(a.startswith("--u") for a in sys.argv[1:])
     if not url_given:
         default = os.environ.get("DEMO_DEFAULT_URL", "").strip() or cli.DEFAULT_URL

@@ -25,25 +25,25 @@ import pika
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "tests" / "unit"
 sys.path.insert(0, str(ROOT))
-from demo import queues  # noqa: E402
-from demo.children import Child  # noqa: E402
-from demo.cluster import Cluster, Node, NodesUnavailable, answers, free_port, node_kind  # noqa: E402, F401
+from harness import containers, queues  # noqa: E402
+from harness.brokers import Cluster, Node, NodesUnavailable, answers, free_port, node_kind  # noqa: E402, F401
+from harness.children import Child  # noqa: E402
 from workqueue.report import Failure  # noqa: E402
 
 
-def session_broker() -> Node | None:
-    """A node of the session's own, when there is no AMQP_URL and no local broker this user can control."""
-    if os.environ.get("AMQP_URL") or (answers(5672) and os.geteuid() == 0 and shutil.which("rabbitmqctl")):
-        return None
-    try:
-        return Node("wqsession")
-    except NodesUnavailable as exc:
-        raise SystemExit(f"error: no broker at AMQP_URL or localhost:5672, and {exc}") from None
+def _own_broker_needed() -> bool:
+    """Whether the session needs a broker of its own: no AMQP_URL, and no local broker this user can control."""
+    if os.environ.get("AMQP_URL"):
+        return False
+    return not (answers(5672) and os.geteuid() == 0 and shutil.which("rabbitmqctl"))
 
 
-SESSION_BROKER = session_broker()
-URL = SESSION_BROKER.url if SESSION_BROKER else os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/%2F")
+OWN_PORT = free_port() if _own_broker_needed() else None  # the session's own broker's port, if it needs one
+URL = (f"amqp://guest:guest@localhost:{OWN_PORT}/%2F" if OWN_PORT
+       else os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/%2F"))
+SESSION_BROKER: Node | None = None  # made by pytest_collection_finish, only when a collected test needs a broker
 
 
 def close_session_broker() -> None:
@@ -63,8 +63,34 @@ def pytest_sessionstart(session) -> None:
     # SIGTERM, and a Ctrl+C a shell ignored (`&`): as a Ctrl+C, so that the nodes and containers are removed.
     signal.signal(signal.SIGTERM, _interrupted)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    if SESSION_BROKER:
+
+
+def _needs_broker(item: pytest.Item) -> bool:
+    return UNIT not in Path(str(item.path)).parents
+
+
+def pytest_collection_finish(session) -> None:
+    """Start what the collected tests need, once and side by side: the session's own broker (only where
+    some test talks to a broker: the unit tests start nothing), the private node and the cluster (their
+    fixtures then wait for them to be ready; a pytest-xdist worker, which does not know yet which tests
+    it will run, leaves those to the fixtures)."""
+    global SESSION_BROKER
+    items = [item for item in session.items if _needs_broker(item)]
+    if not items:
+        return
+    fixtures = set() if os.environ.get("PYTEST_XDIST_WORKER") else {
+        name for item in items for name in getattr(item, "fixturenames", ())}
+    if OWN_PORT and not SESSION_BROKER:
+        try:
+            SESSION_BROKER = Node("wqsession", port=OWN_PORT)
+        except NodesUnavailable as exc:
+            raise pytest.UsageError(f"error: no broker at AMQP_URL or localhost:5672, and {exc}") from None
         SESSION_BROKER.start(wait=False)
+    if fixtures & {"private_broker", "private_queue"}:
+        _early["private_broker"] = _start_private_broker()
+    if fixtures & {"cluster", "cluster_nodes", "cluster_queue"}:
+        _early["cluster_nodes"] = _start_cluster()
+    if SESSION_BROKER:
         SESSION_BROKER.wait_ready(timeout=180)
 
 
@@ -88,6 +114,8 @@ class Worker(Child):
 
     def __init__(self, *args: str, url: str = URL) -> None:
         super().__init__([sys.executable, str(ROOT / "worker.py"), *args], script_env(url))
+        self.queue = args[args.index("--queue") + 1] if "--queue" in args else "task_queue"
+        self.url = url
 
     def done(self) -> list[str]:
         """The bodies of the tasks this worker reported Done, in order."""
@@ -98,11 +126,20 @@ class Workers(list):
     """The workers a test started; killed after it."""
 
     def start(self, *args: str, url: str = URL) -> Worker:
-        """worker.py with these arguments, once it waits for messages."""
+        """worker.py with these arguments, once its consumer is registered on the broker (it says it waits for
+        messages a moment before)."""
         w = Worker(*args, url=url)
         self.append(w)
         w.wait_for("Waiting for messages")
+        deadline = time.monotonic() + 30
+        while queues.consumers(w.queue, url) < self.on(w.queue, url):
+            assert w.proc.poll() is None and time.monotonic() < deadline, ("no consumer", w.lines, w.errors)
+            time.sleep(0.05)
         return w
+
+    def on(self, queue: str, url: str) -> int:
+        """How many of these workers consume from ``queue`` at ``url`` (and still run)."""
+        return sum(1 for w in self if w.proc.poll() is None and w.queue == queue and w.url == url)
 
     def until_done(self, bodies: list[str], timeout: float = 60) -> list[str]:
         """Wait until these tasks were all done, by any of the workers; what was done, in all."""
@@ -143,17 +180,9 @@ def ready_count(name: str, url: str = URL) -> int:
     return queues.depth(name, url)
 
 
-def drain(name: str, url: str = URL, wait: float = 30) -> list[tuple[bytes, pika.spec.BasicProperties, bool]]:
-    """Take every ready message from the queue. Right after a restart a durable queue may answer 404 while
-    the node still recovers it: asked again for up to ``wait`` seconds (a queue really lost still fails)."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            return queues.drain(name, url)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+def drain(name: str, url: str = URL) -> list[tuple[bytes, pika.spec.BasicProperties, bool]]:
+    """Take every ready message from the queue (see harness.queues.drain)."""
+    return queues.drain(name, url)
 
 
 def rabbitmqctl(*args: str, node: Node | None = None) -> str:
@@ -175,6 +204,15 @@ def queue_counts(name: str, node: Node | None = None) -> tuple[int, int]:
     raise AssertionError(f"no queue {name!r} in {out!r}")
 
 
+def wait_counts(name: str, expected: tuple[int, int], node: Node | None = None, timeout: float = 30) -> tuple[int, int]:
+    """(ready, unacknowledged) once they are ``expected`` (an ack may still be on its way when a worker has
+    printed Done), or as they are after ``timeout`` seconds: the caller asserts."""
+    deadline = time.monotonic() + timeout
+    while (counts := queue_counts(name, node)) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return counts
+
+
 class PrivateBroker(Node):
     """A RabbitMQ node of the tests' own, to restart or kill without touching the shared broker."""
 
@@ -192,28 +230,47 @@ class PrivateBroker(Node):
 
 def require_rabbitmq() -> None:
     """For the tests that start nodes of their own: a failure, never a skip, where no node can be started
-    (neither rabbitmq-server run as root nor a Docker engine; see demo/cluster.py's node_kind)."""
+    (neither rabbitmq-server run as root nor a Docker engine; see harness.brokers.node_kind)."""
     try:
         node_kind()
     except NodesUnavailable as exc:
         pytest.fail(str(exc))
 
 
-@pytest.fixture(scope="session")
-def private_broker() -> Iterator[PrivateBroker]:
+_early: dict[str, object] = {}  # the nodes pytest_collection_finish started, for the fixtures below
+
+
+def _start_private_broker() -> PrivateBroker:
     require_rabbitmq()
     node = PrivateBroker()
-    node.start()
-    yield node
-    node.close()
+    node.start(wait=False)
+    return node
+
+
+def _start_cluster() -> Cluster:
+    require_rabbitmq()
+    nodes = Cluster(groups=100_000 + 3 * os.getpid())  # group ids of its own, for Node.partitioned()
+    nodes.start(wait=False)
+    return nodes
+
+
+@pytest.fixture(scope="session")
+def private_broker() -> Iterator[PrivateBroker]:
+    node = _early.pop("private_broker", None) or _start_private_broker()
+    assert isinstance(node, PrivateBroker)
+    try:
+        node.wait_ready(timeout=180)
+        yield node
+    finally:
+        node.close()
 
 
 @pytest.fixture(scope="session")
 def cluster_nodes() -> Iterator[Cluster]:
-    require_rabbitmq()
-    nodes = Cluster(groups=100_000 + 3 * os.getpid())  # group ids of its own, for Node.partitioned()
+    nodes = _early.pop("cluster_nodes", None) or _start_cluster()
+    assert isinstance(nodes, Cluster)
     try:
-        nodes.start()
+        nodes.wait_whole(timeout=180)
         yield nodes
     finally:
         nodes.close()
@@ -243,8 +300,94 @@ def private_queue(private_broker: PrivateBroker, request) -> Iterator[str]:
     delete_queue(name, private_broker.url)
 
 
+TOOLS = {  # what a test may need beyond Python and a broker: how to tell it is there, and what to install
+    "docker": (lambda: containers.docker_answers(),
+               "a Docker engine that answers (Debian: apt-get install docker.io, and dockerd running; "
+               "as a user, the docker group)"),
+    "compose": (lambda: subprocess.run(["docker", "compose", "version"], capture_output=True,
+                                       timeout=60).returncode == 0 if shutil.which("docker") else False,
+                "`docker compose` (Compose v2: Debian 13's docker-compose package, or Docker's "
+                "docker-compose-plugin; Debian 12's docker-compose 1.29 is not it)"),
+    "iptables": (lambda: bool(shutil.which("iptables") or Path("/usr/sbin/iptables").exists())
+                 or node_kind_or_none() == "container",
+                 "iptables (Debian: apt-get install iptables), run as root"),
+}
+
+
+def node_kind_or_none() -> str | None:
+    try:
+        return node_kind()
+    except NodesUnavailable:
+        return None
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "needs(tool): the test needs this tool (see TOOLS in tests/conftest.py); "
+                            "where it is missing the run says so in one line and skips the test, and in CI fails")
+
+
+GROUPS = {  # tests that share a node run one after another, in one pytest-xdist worker (--dist loadgroup)
+    "cluster": {"cluster", "cluster_nodes", "cluster_queue"},
+    "private": {"private_broker", "private_queue"},
+}
+MODULE_GROUPS = ("test_pushback", "test_tls", "test_compose")  # modules whose nodes are a module fixture
+
+
+def group_of(item: pytest.Item) -> str | None:
+    """The xdist group of a test: the nodes it shares with others, if any, per module (two modules that
+    use the cluster each have one, side by side: more nodes, less waiting)."""
+    names = set(getattr(item, "fixturenames", ()))
+    module = item.module.__name__ if getattr(item, "module", None) else ""
+    for group, fixtures in GROUPS.items():
+        if names & fixtures:
+            return f"{group}-{module}"
+    return module if module in MODULE_GROUPS else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Each test's xdist group; the tests whose tools are missing: one line per tool, the tests skipped,
+    except in CI (CI set), where the run fails."""
+    for item in items:
+        group = group_of(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    missing: dict[str, str] = {}
+    for item in items:
+        for mark in item.iter_markers("needs"):
+            tool = mark.args[0]
+            if tool not in missing:
+                present, install = TOOLS[tool]
+                missing[tool] = "" if present() else f"missing: {install}"
+            if missing[tool]:
+                item.add_marker(pytest.mark.skip(reason=f"needs {tool}, missing here (see the last lines)"))
+    lines = sorted({line for line in missing.values() if line})
+    if lines and os.environ.get("CI"):
+        raise pytest.UsageError("error: " + "; ".join(lines) + " (CI runs every test: install it)")
+    MISSING.update(lines)
+    if hasattr(config, "workeroutput"):  # a pytest-xdist worker: the controller says it, once
+        config.workeroutput["missing"] = sorted(MISSING)
+
+
+MISSING: set[str] = set()  # one line per missing tool, said once at the end of the run
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """(pytest-xdist's controller) the missing tools a worker found."""
+    MISSING.update(getattr(node, "workeroutput", {}).get("missing", ()))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in sorted(MISSING):
+        terminalreporter.write_line(f"{line}: the tests that need it were skipped")
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     """In CI no test may skip: a skip there fails the run."""
+    for node in _early.values():  # started for tests that did not run (deselected, or the run stopped)
+        node.close()  # type: ignore[attr-defined]
+    _early.clear()
     close_session_broker()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if os.environ.get("CI") and reporter and reporter.stats.get("skipped") and exitstatus == 0:

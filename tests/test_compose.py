@@ -22,6 +22,7 @@ import yaml
 from conftest import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
+pytestmark = [pytest.mark.needs("compose"), pytest.mark.timeout(600)]  # images built, containers started
 
 
 PORT_VARIABLES = ("RABBITMQ_PORT", "RABBITMQ_UI_PORT", "RABBIT1_PORT", "RABBIT2_PORT", "RABBIT3_PORT",
@@ -264,7 +265,7 @@ def test_cluster_producer_waits_for_every_cluster_worker():
     workers = [name for name, c in commands.items() if c.startswith("python worker.py")]
     producers = [c for c in commands.values() if "seq 10" in c and "new_task.py" in c]
     assert len(workers) == 2 and len(producers) == 1
-    assert f"demo.wait_for_workers --workers {len(workers)} " in producers[0]
+    assert f"workqueue.wait_for_workers --workers {len(workers)} " in producers[0]
 
 
 def test_cluster_publishes_amqp_on_its_own_host_ports_and_the_management_ui_on_one_node():

@@ -45,6 +45,7 @@ class Flaky(Worker):
     def __init__(self, *args: str, url: str = URL) -> None:
         Child.__init__(self, [sys.executable, str(WORKERS / "flaky_worker.py"), *args],
                        {**script_env(url), "PYTHONPATH": str(ROOT)})
+        self.queue, self.url = args[args.index("--queue") + 1], url  # as Worker has them
 
     def received(self, body: str) -> int:
         return self.count(f" [x] Received b'{body}'")

@@ -32,9 +32,10 @@ from conftest import (
     require_rabbitmq,
     run_new_task,
     script_env,
+    wait_counts,
 )
-from demo import queues
-from demo.children import Child
+from harness import queues
+from harness.children import Child
 
 CONSUMER_TIMEOUT_MS = 1000
 TICK_MS = 250  # the channels' tick: how often a channel looks at its consumers' timeouts
@@ -233,8 +234,7 @@ def test_broker_that_pushes_back_a_worker_consumes_and_acks_through_the_alarm(al
             assert queue_counts(q, node=alarm_node) == (5, 1)
             w.signal(signal.SIGCONT)
             assert workers.until_done(bodies, timeout=30) == bodies
-            time.sleep(0.5)  # the last ack on its way
-            assert queue_counts(q, node=alarm_node) == (0, 0)  # every task acked, during the alarm
+            assert wait_counts(q, (0, 0), node=alarm_node) == (0, 0)  # every task acked, during the alarm
             assert alarmed(alarm_node)
     finally:
         w.signal(signal.SIGCONT)
@@ -289,8 +289,7 @@ def test_consumer_timeout_the_worker_says_so_in_one_line_takes_tasks_again_and_t
         w.wait_for(" [x] Done", count=2, timeout=30)
         assert run_new_task("--queue", q, "short", url=timeout_node.url).returncode == 0
         w.wait_for(" [x] Done", count=3, timeout=30)
-        time.sleep(0.5)  # the last ack on its way
-        assert queue_counts(q, node=timeout_node) == (0, 0)
+        assert wait_counts(q, (0, 0), node=timeout_node) == (0, 0)
     finally:
         set_consumer_timeout(timeout_node, CONSUMER_TIMEOUT_MS)
     assert w.proc.poll() is None  # the same process all along

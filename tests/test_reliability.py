@@ -12,14 +12,15 @@ import time
 from conftest import (
     ROOT,
     URL,
+    Child,
     PrivateBroker,
     Worker,
     Workers,
     delete_queue,
     drain,
-    queue_counts,
     run_new_task,
     script_env,
+    wait_counts,
 )
 
 
@@ -33,7 +34,7 @@ def test_message_acknowledgment_a_killed_workers_task_is_redelivered_to_another(
     second.wait_for(" [x] Done")
     assert " [x] Received b'interrupted.....' (redelivered)" in second.lines
     assert second.done() == ["interrupted....."]
-    assert queue_counts(queue_name) == (0, 0)
+    assert wait_counts(queue_name, (0, 0)) == (0, 0)
 
 
 def test_long_task_outlasts_heartbeats_and_is_acked_once(queue_name, workers):
@@ -47,7 +48,7 @@ def test_long_task_outlasts_heartbeats_and_is_acked_once(queue_name, workers):
     assert w.done() == ["eight........"]
     assert w.count("Received") == 1
     assert w.errors == []
-    assert queue_counts(queue_name) == (0, 0)
+    assert wait_counts(queue_name, (0, 0)) == (0, 0)
     assert w.proc.poll() is None
     run_new_task("--queue", queue_name, "still connected")
     w.wait_for(" [x] Done", count=2)
@@ -61,7 +62,7 @@ def test_ctrl_c_stops_at_once_and_the_running_task_goes_back(queue_name, workers
     w.signal(signal.SIGINT)
     assert w.wait(10) == 130
     assert time.monotonic() - started < 5  # at once, not after the ten-second task
-    time.sleep(0.5)
+    assert wait_counts(queue_name, (1, 0)) == (1, 0)  # back in the queue
     assert "Traceback" not in "\n".join(w.errors)
     assert w.count("Done") == 0
     assert [(body, redelivered) for body, _, redelivered in drain(queue_name)] == [(b"long..........", True)]
@@ -122,8 +123,7 @@ def fill(queue: str, count: int, url: str, prefix: str = "task") -> list[str]:
 def assert_all_done_and_still_running(workers: Workers, w: Worker, bodies: list[str], node: PrivateBroker,
                                       queue: str) -> None:
     assert set(workers.until_done(bodies, timeout=90)) == set(bodies), (w.errors, w.lines[-5:], w.proc.poll())
-    time.sleep(0.5)
-    assert queue_counts(queue, node=node) == (0, 0)
+    assert wait_counts(queue, (0, 0), node=node) == (0, 0)
     assert w.proc.poll() is None
 
 
@@ -140,21 +140,14 @@ def test_worker_rides_out_a_graceful_broker_restart(private_broker, private_queu
     assert back == f"warning: connected again, to the broker at localhost:{private_broker.port}"
 
 
-def persisted(node: PrivateBroker) -> None:
-    """What the node knows of its queues written to disk now. A durable queue declared a moment before a
-    SIGKILL can be lost with it (seen here, on RabbitMQ 3.10 and 4.0: 404 after the restart, the queue's
-    record still in Mnesia's log in memory); a test of what happens to messages makes its queue first."""
-    node.ctl("eval", "mnesia:sync_log().")
-
-
 def declare_persisted(node: PrivateBroker, queue: str) -> None:
     assert run_new_task("--queue", queue, "--stdin", stdin="", url=node.url).returncode == 0  # declares it
-    persisted(node)
+    node.persist()
 
 
 def test_worker_rides_out_a_broker_crash(private_broker, private_queue, workers):
     bodies = fill(private_queue, 20, private_broker.url, prefix="crash")
-    persisted(private_broker)
+    private_broker.persist()
     w = workers.start("--queue", private_queue, "--sleep", "0.25", url=private_broker.url)
     w.wait_for(" [x] Done", count=5)
     private_broker.kill()
@@ -177,14 +170,14 @@ def test_every_message_printed_as_sent_survives_a_broker_crash(private_broker, p
     # was confirmed, so it is in the queue after the restart; the rest failed with an error line.
     declare_persisted(private_broker, private_queue)
     env = {**script_env(private_broker.url), "PY": sys.executable, "Q": private_queue}
-    loop = subprocess.Popen(["bash", "-c", 'for i in $(seq 200); do "$PY" new_task.py --queue "$Q" $i; done'],
-                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
+    loop = Child(["bash", "-c", 'for i in $(seq 40); do "$PY" new_task.py --queue "$Q" $i; done'], env)
+    loop.wait_for(" [x] Sent", count=6, timeout=60)
     private_broker.kill()
-    out, err = loop.communicate(timeout=300)
+    loop.wait(120)
     private_broker.start()
-    sent = [line.removeprefix(" [x] Sent '").removesuffix("'") for line in out.splitlines()]
-    assert 5 < len(sent) < 200
+    sent = [line.removeprefix(" [x] Sent '").removesuffix("'") for line in loop.lines]
+    err = "\n".join(loop.errors)
+    assert 5 < len(sent) < 40
     stored = [body.decode() for body, _, _ in drain(private_queue, private_broker.url)]
     assert set(sent) <= set(stored)
     assert all(line.startswith(("error: ", "warning: ")) for line in err.splitlines())

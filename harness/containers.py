@@ -1,4 +1,4 @@
-"""RabbitMQ nodes as Docker containers: the second way `demo/cluster.py`'s Node runs a node.
+"""RabbitMQ nodes as Docker containers: the second way `harness.brokers.Node` runs a node.
 
 A node is a container of RABBITMQ_IMAGE (the official image's layout: /etc/rabbitmq/conf.d/, data in
 /var/lib/rabbitmq, `docker-entrypoint.sh rabbitmq-server`), with a host name of its own (its node name is

@@ -1,5 +1,5 @@
 """Ports that do not answer, as a dead node's do: for the tests and the benchmark of connecting past one.
-(A node's own faults, killed, frozen, cut off or partitioned, are methods of ``demo.cluster.Node``.)"""
+(A node's own faults, killed, frozen, cut off or partitioned, are methods of ``harness.brokers.Node``.)"""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import contextlib
 import socket
 from collections.abc import Iterator
 
-from demo.cluster import TAG, free_port
-from demo.containers import iptables
+from harness.brokers import TAG, free_port
+from harness.containers import iptables
 
 
 @contextlib.contextmanager
 def dropping_port() -> Iterator[int]:
     """A port whose packets vanish (a firewall that drops them): a TCP connection to it is never answered.
-    Needs iptables and root (or the docker group: see demo.containers.iptables); the rule goes when the block ends."""
+    Needs iptables and root (or the docker group: see harness.containers.iptables); the rule goes when the block
+    ends."""
     port = free_port()
     rule = ["INPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP", "-m", "comment", "--comment", TAG]
     iptables("-I", *rule)

@@ -3,10 +3,12 @@ broker's URL, or a cluster's nodes' URLs separated by ';' (the first that answer
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pika
+import pika.exceptions
 import pika.spec
 
 from workqueue import cli, nodes
@@ -52,12 +54,21 @@ def consumers(name: str, url: str) -> int:
         return count
 
 
-def drain(name: str, url: str) -> list[tuple[bytes, pika.spec.BasicProperties, bool]]:
-    """Take every ready message from the queue: (body, properties, redelivered)."""
-    got: list[tuple[bytes, pika.spec.BasicProperties, bool]] = []
-    with channel(url) as ch:
-        while True:
-            method, props, body = ch.basic_get(name, auto_ack=True)
-            if method is None:
-                return got
-            got.append((body, props, method.redelivered))
+def drain(name: str, url: str, wait: float = 30) -> list[tuple[bytes, pika.spec.BasicProperties, bool]]:
+    """Take every ready message from the queue: (body, properties, redelivered). Right after a node's restart
+    a durable queue may answer 404 while the node still recovers it: asked again for up to ``wait`` seconds
+    (a queue really lost still fails)."""
+    deadline = time.monotonic() + wait
+    while True:
+        got: list[tuple[bytes, pika.spec.BasicProperties, bool]] = []
+        try:
+            with channel(url) as ch:
+                while True:
+                    method, props, body = ch.basic_get(name, auto_ack=True)
+                    if method is None:
+                        return got
+                    got.append((body, props, method.redelivered))
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404 or got or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
