@@ -251,7 +251,7 @@ def test_listing_a_queue_with_no_failures_and_errors_are_one_line(queue):
 @pytest.mark.timeout(180)
 def test_a_requeue_sigkilled_midway_loses_nothing(queue):
     retry, failed = ours(queue)
-    total = 4000
+    total = 2000
     bodies = [f"f{i}" for i in range(total)]
     send(failed, bodies)  # as a worker would have set them aside (durable, classic, persistent, confirmed)
     proc = subprocess.Popen([sys.executable, "-m", "workqueue.failed", "--queue", queue, "--requeue"], cwd=ROOT,
