@@ -347,8 +347,8 @@ def test_consumer_timeout_the_worker_says_so_in_one_line_takes_tasks_again_and_t
         " [x] Received b'short'",
         " [x] Done",
     ]
-    [warning] = w.errors
-    assert_timeout_warning(warning, q, timeout_node)
+    assert len(w.errors) == 1, w.errors
+    assert_timeout_warning(w.errors[0], q, timeout_node)
 
 
 def test_consumer_timeout_sigterm_after_it_exits_0_and_loses_no_task(timeout_node, queue, workers: Workers):
