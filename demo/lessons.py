@@ -15,6 +15,7 @@ deletes its queues, stops its workers and removes its own broker at the end, and
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import shutil
 import signal
@@ -116,7 +117,7 @@ class Lesson:
 
     @classmethod
     def parser(cls) -> argparse.ArgumentParser:
-        doc = (cls.__doc__ or "").strip()
+        doc = inspect.cleandoc(cls.__doc__ or "")
         p = _Parser(prog=f"python -m demo {cls.name}", description=doc,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
         if not cls.restarts:
@@ -155,10 +156,10 @@ class Lesson:
 
     def declare(self, queue: str, durable: bool = True) -> None:
         """Declare a queue of the lesson's own (deleted at the end)."""
-        if queue not in self.queues:
-            self.queues.append(queue)
         with self.channel() as ch:
             ch.queue_declare(queue, durable=durable)
+        if queue not in self.queues:
+            self.queues.append(queue)
 
     def ready(self, queue: str, wait: float = 30) -> int | None:
         """The queue's ready messages; None if it does not exist. Right after a restart a durable queue may
@@ -480,11 +481,11 @@ class Redeclare(Lesson):
 
     def run(self) -> None:
         queue = f"demo-{uuid.uuid4().hex[:8]}"
+        self.declare(queue, durable=False)  # first: if the broker is not there, the error is all there is to say
         say("A queue's settings are fixed when it is first declared. Broker "
             f"{broker.where(self.params)}, queue {queue} (the lesson's own, in the role of task_queue, deleted at "
             "the end).")
         self.step("1. Declared as tutorial one declares its queue: not durable.")
-        self.declare(queue, durable=False)
         out(f"  channel.queue_declare(queue='{queue}')")
         self.step("2. Declared again as tutorial two does, durable: new_task.py.")
         out(f"  $ python new_task.py --queue {queue} 'Hello World!'")
@@ -559,5 +560,5 @@ def lesson_main(name: str) -> None:
             own.close()
     if interrupted:
         removed = ["the demo's own broker removed"] if own else []
-        cli.warn(", ".join(["interrupted: the lesson's workers are stopped", *done, *removed]))
+        cli.warn(", ".join(["interrupted: the lesson's scripts are stopped", *done, *removed]))
         raise KeyboardInterrupt

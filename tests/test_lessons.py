@@ -171,7 +171,7 @@ def test_ctrl_c_while_the_durable_lesson_restarts_its_broker_removes_the_broker_
     out, err = "\n".join(run.lines), run.errors
     assert code == 130, (out, err)
     assert "Traceback" not in "".join(err) + out
-    assert err == ["interrupted: the lesson's workers are stopped, the demo's own broker removed"], err
+    assert err == ["interrupted: the lesson's scripts are stopped, the demo's own broker removed"], err
     assert "What you saw:" not in out
     found = OWN.search(out)
     assert found, out
@@ -192,7 +192,7 @@ def test_ctrl_c_in_the_ack_lesson_stops_its_workers_and_deletes_its_queue():
     found = QUEUE.search(out.replace("\n", " "))
     assert found, out
     assert code == 130
-    assert err == [f"interrupted: the lesson's workers are stopped, queue {found[1]} deleted"], err
+    assert err == [f"interrupted: the lesson's scripts are stopped, queue {found[1]} deleted"], err
     assert not queue_exists(found[1])
     assert group_gone(run.proc.pid), group_members(run.proc.pid)
 
