@@ -479,6 +479,7 @@ class Experiment:
         rows = [(w.label, self.tasks(w)) for w in sorted(self.workers, key=self.windows.__getitem__)]
         for line in timeline(rows, end, scale=0.5 / self.args.speed):
             print(line)
+        print()
         if self.args.prefetch == 1:
             self.say("The walkthrough: 「前のメッセージの Ack が帰ってくるまでは次のメッセージをワーカーに送らない。"
                      "代わりにビジーではない次のワーカーにメッセージを送る。」")
