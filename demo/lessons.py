@@ -70,6 +70,7 @@ class Counts:
     def __init__(self, node: brokers.Node | None, vhost: str) -> None:
         self.node = node
         self.vhost = vhost
+        self.misses = 0
         self.ctl = None if node else shutil.which("rabbitmqctl", path=os.pathsep.join([os.environ.get("PATH", ""),
                                                                                       *SBIN]))
 
@@ -86,12 +87,21 @@ class Counts:
             else:
                 return None
         except (subprocess.SubprocessError, OSError):
+            self.give_up()
             return None
         for line in text.splitlines():
             parts = line.split("\t")
             if len(parts) == 3 and parts[0] == queue:  # a name of its own: this is the lesson's broker
                 return int(parts[1]), int(parts[2])
+        self.give_up()  # that rabbitmqctl talks to another broker
         return None
+
+    def give_up(self) -> None:
+        """After a third miss, ask no more: rabbitmqctl here does not reach the lesson's broker (and each try may
+        take seconds)."""
+        self.misses += 1
+        if not self.node and self.misses >= 3:
+            self.ctl = None
 
 
 class Lesson:
