@@ -109,6 +109,7 @@ class Lesson:
 
     name = ""
     restarts = False  # it restarts or kills its broker: always one of the demo's own
+    restart_why = ""  # the first line's words for that
     timed = False  # it takes --speed
 
     def __init__(self, args: argparse.Namespace, signals: Signals, url: str, node: brokers.Node | None,
@@ -541,7 +542,7 @@ def lesson_main(name: str) -> None:
     default = False
     try:
         if cls.restarts:
-            own = own_broker(None, reason=getattr(cls, "restart_why", None))
+            own = own_broker(None, reason=cls.restart_why)
             url = own.url
         elif args.url or os.environ.get("AMQP_URL", "").strip():
             url = args.url or os.environ["AMQP_URL"].split(";")[0].strip()
