@@ -369,6 +369,8 @@ class Experiment:
                 producer.proc.stdin.write(f"{task}\n")
                 producer.proc.stdin.close()
                 code = producer.proc.wait()
+                for reader in producer.readers.values():
+                    reader.join()  # its Sent line shown before the next run's, whatever the threads' order
             except (OSError, ValueError):
                 code = -1
             if code != 0:

@@ -58,14 +58,15 @@ def closing(out: str) -> str:
 
 @pytest.mark.parametrize("name, split", [("fair", (7, 3)), ("round-robin", (5, 5))])
 def test_fair_and_round_robin_are_the_walkthroughs_experiment_by_name(name, split):
-    code, out, err, group = lesson(name, "--speed", "10", env=script_env(URL), timeout=80)
+    # --speed 4: tasks of 0.5 s and 1.25 s, wide enough for a loaded machine to keep the split
+    code, out, err, group = lesson(name, "--speed", "4", env=script_env(URL), timeout=80)
     assert (code, err) == (0, ""), out
     by = events(out)
-    fast, slow = received(by["0.2 s worker"]), received(by["0.5 s worker"])
+    fast, slow = received(by["0.5 s worker"]), received(by["1.25 s worker"])
     assert (len(fast), len(slow)) == split, out
-    assert splits(out) == {"0.2 s worker": fast, "0.5 s worker": slow}
+    assert splits(out) == {"0.5 s worker": fast, "1.25 s worker": slow}
     if name == "round-robin":
-        assert slow == ["1", "3", "5", "7", "9"] and "prefetch 0 (no limit: round robin)" in out
+        assert sorted(slow, key=int) == ["1", "3", "5", "7", "9"] and "prefetch 0 (no limit: round robin)" in out
         assert "The tutorial (round-robin dispatching): by default" in " ".join(out.split("|")[-1].split())
     else:
         assert "「前のメッセージの Ack が帰ってくるまで" in out.split("|")[-1]
