@@ -8,5 +8,8 @@ COPY requirements.txt ./
 RUN pip install --no-cache-dir -r requirements.txt
 COPY new_task.py worker.py ./
 COPY workqueue ./workqueue
+# Compiled once here: the scripts run as nobody, who may not write __pycache__, and a run that compiles
+# workqueue/ from source each time starts 15-20 ms later.
+RUN python -m compileall -q workqueue
 USER nobody
 CMD ["python", "worker.py"]

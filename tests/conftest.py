@@ -72,12 +72,14 @@ def _needs_broker(item: pytest.Item) -> bool:
 def pytest_collection_finish(session) -> None:
     """Start what the collected tests need, once and side by side: the session's own broker (only where
     some test talks to a broker: the unit tests start nothing), the private node and the cluster (their
-    fixtures then wait for them to be ready)."""
+    fixtures then wait for them to be ready; a pytest-xdist worker, which does not know yet which tests
+    it will run, leaves those to the fixtures)."""
     global SESSION_BROKER
     items = [item for item in session.items if _needs_broker(item)]
     if not items:
         return
-    fixtures = {name for item in items for name in getattr(item, "fixturenames", ())}
+    fixtures = set() if os.environ.get("PYTEST_XDIST_WORKER") else {
+        name for item in items for name in getattr(item, "fixturenames", ())}
     if OWN_PORT and not SESSION_BROKER:
         try:
             SESSION_BROKER = Node("wqsession", port=OWN_PORT)
@@ -324,8 +326,32 @@ def pytest_configure(config) -> None:
                             "where it is missing the run says so in one line and skips the test, and in CI fails")
 
 
+GROUPS = {  # tests that share a node run one after another, in one pytest-xdist worker (--dist loadgroup)
+    "cluster": {"cluster", "cluster_nodes", "cluster_queue"},
+    "private": {"private_broker", "private_queue"},
+}
+MODULE_GROUPS = ("test_pushback", "test_tls", "test_compose")  # modules whose nodes are a module fixture
+
+
+def group_of(item: pytest.Item) -> str | None:
+    """The xdist group of a test: the nodes it shares with others, if any, per module (two modules that
+    use the cluster each have one, side by side: more nodes, less waiting)."""
+    names = set(getattr(item, "fixturenames", ()))
+    module = item.module.__name__ if getattr(item, "module", None) else ""
+    for group, fixtures in GROUPS.items():
+        if names & fixtures:
+            return f"{group}-{module}"
+    return module if module in MODULE_GROUPS else None
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items) -> None:
-    """The tests whose tools are missing: one line per tool; skipped, except in CI (CI set), where the run fails."""
+    """Each test's xdist group; the tests whose tools are missing: one line per tool, the tests skipped,
+    except in CI (CI set), where the run fails."""
+    for item in items:
+        group = group_of(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
     missing: dict[str, str] = {}
     for item in items:
         for mark in item.iter_markers("needs"):
@@ -334,16 +360,27 @@ def pytest_collection_modifyitems(session, config, items) -> None:
                 present, install = TOOLS[tool]
                 missing[tool] = "" if present() else f"missing: {install}"
             if missing[tool]:
-                item.add_marker(pytest.mark.skip(reason=missing[tool]))
+                item.add_marker(pytest.mark.skip(reason=f"needs {tool}, missing here (see the last lines)"))
     lines = sorted({line for line in missing.values() if line})
-    if not lines:
-        return
-    if os.environ.get("CI"):
+    if lines and os.environ.get("CI"):
         raise pytest.UsageError("error: " + "; ".join(lines) + " (CI runs every test: install it)")
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    for line in lines:
-        if reporter:
-            reporter.write_line(f"{line}: the tests that need it are skipped")
+    MISSING.update(lines)
+    if hasattr(config, "workeroutput"):  # a pytest-xdist worker: the controller says it, once
+        config.workeroutput["missing"] = sorted(MISSING)
+
+
+MISSING: set[str] = set()  # one line per missing tool, said once at the end of the run
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """(pytest-xdist's controller) the missing tools a worker found."""
+    MISSING.update(getattr(node, "workeroutput", {}).get("missing", ()))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in sorted(MISSING):
+        terminalreporter.write_line(f"{line}: the tests that need it were skipped")
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

@@ -22,7 +22,7 @@ import yaml
 from conftest import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
-pytestmark = pytest.mark.needs("compose")
+pytestmark = [pytest.mark.needs("compose"), pytest.mark.timeout(600)]  # images built, containers started
 
 
 PORT_VARIABLES = ("RABBITMQ_PORT", "RABBITMQ_UI_PORT", "RABBIT1_PORT", "RABBIT2_PORT", "RABBIT3_PORT",

@@ -237,6 +237,7 @@ def assert_own_broker_gone(found: re.Match[str]) -> None:
         assert found["node"] not in processes
 
 
+@pytest.mark.timeout(300)  # the demo starts a broker of its own
 def test_nothing_at_the_default_url_the_demo_brings_its_own_broker_splits_seven_three_and_leaves_nothing():
     volumes = docker_lines("volume", "ls", "-q")
     proc = subprocess.Popen([sys.executable, "-m", "demo", "--speed", "10"], stdout=subprocess.PIPE,
@@ -262,6 +263,7 @@ def test_nothing_at_the_default_url_the_demo_brings_its_own_broker_splits_seven_
     assert not left
 
 
+@pytest.mark.timeout(300)
 def test_ctrl_c_with_the_demos_own_broker_removes_it_too():
     demo_run = Child([sys.executable, "-m", "demo", "--speed", "5"], nothing_at_the_default(), new_session=True)
     proc = demo_run.proc

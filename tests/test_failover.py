@@ -27,6 +27,8 @@ from conftest import ROOT, URL, Cluster, Node, Worker, Workers, run_new_task, sc
 from harness.faults import dropping_port, silent_port
 from test_cluster import QUORUM, assert_all_done, fill, stored
 
+pytestmark = pytest.mark.timeout(300)  # a cluster's faults: recoveries take tens of seconds
+
 FAILOVER = 10.0  # seconds from the fault to the next Done through another node, at most (issue: within 10 s)
 
 

@@ -173,7 +173,7 @@ def test_every_message_printed_as_sent_survives_a_broker_crash(private_broker, p
     loop = Child(["bash", "-c", 'for i in $(seq 40); do "$PY" new_task.py --queue "$Q" $i; done'], env)
     loop.wait_for(" [x] Sent", count=6, timeout=60)
     private_broker.kill()
-    loop.wait(300)
+    loop.wait(120)
     private_broker.start()
     sent = [line.removeprefix(" [x] Sent '").removesuffix("'") for line in loop.lines]
     err = "\n".join(loop.errors)
