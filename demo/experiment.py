@@ -483,8 +483,8 @@ class Experiment:
             print(line)
         print()
         if self.args.prefetch == 1:
-            self.say("The walkthrough: 「前のメッセージの Ack が帰ってくるまでは次のメッセージをワーカーに送らない。"
-                     "代わりにビジーではない次のワーカーにメッセージを送る。」")
+            print("The walkthrough: 「前のメッセージの Ack が帰ってくるまでは次のメッセージをワーカーに送らない。"
+                  "代わりにビジーではない次のワーカーにメッセージを送る。」")  # not wrapped, as the lessons' lines
         elif self.args.prefetch == 0:
             self.say("The tutorial (round-robin dispatching): by default, RabbitMQ will send each message to the "
                      "next consumer, in sequence.")

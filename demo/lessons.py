@@ -290,7 +290,7 @@ class Lesson:
         out("What you saw:")
         for line in lines:
             say(line, indent="  ")
-        say(f"The {tutorial}: 「{quote}」" if not quote.isascii() else f"The {tutorial}: {quote}")
+        out(f"The {tutorial}: 「{quote}」")  # not wrapped: a line of Japanese has no spaces to wrap at
 
 
 class Ack(Lesson):
