@@ -460,7 +460,7 @@ class Experiment:
     @staticmethod
     def say(text: str, indent: str = "") -> None:
         width = min(100, shutil.get_terminal_size((100, 24)).columns)
-        print(textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent))
+        print(textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False))
 
     def summary(self) -> None:
         print()

@@ -14,6 +14,7 @@ deletes its queues, stops its workers and removes its own broker at the end, and
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import inspect
 import os
@@ -42,18 +43,29 @@ SBIN = ["/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin"]  # where rabbitmqc
 PERSISTENT = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
 TRANSIENT = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Transient)
 _printing = threading.Lock()
+pipe_closed = threading.Event()  # the output was closed: stop, quietly
 
 
 def out(text: str = "") -> None:
-    """A line of output, whole and flushed, whichever thread prints it."""
+    """A line of output, whole and flushed, whichever thread prints it. Once the output is closed (`| head`),
+    nothing more is printed and the lesson stops, as on Ctrl+C but quietly."""
     with _printing:
-        print(text, flush=True)
+        if pipe_closed.is_set():
+            return
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:
+            pipe_closed.set()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            if threading.current_thread() is threading.main_thread():
+                raise
+            _thread.interrupt_main()  # a child's line, on its reading thread: the main thread stops the lesson
 
 
 def say(text: str, indent: str = "") -> None:
     """A paragraph, wrapped to the terminal (at most 100 columns)."""
     width = min(100, shutil.get_terminal_size((100, 24)).columns)
-    out(textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent))
+    out(textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -569,6 +581,8 @@ def lesson_main(name: str) -> None:
         signals.closing = True
         if own:
             own.close()
+    if interrupted and pipe_closed.is_set():
+        raise BrokenPipeError  # a quiet exit 1, as the scripts' when their output is closed
     if interrupted:
         removed = ["the demo's own broker removed"] if own else []
         cli.warn(", ".join(["interrupted: the lesson's scripts are stopped", *done, *removed]))
