@@ -1,6 +1,6 @@
 # The tutorial's scripts, for the compose demo: docker compose --profile demo up
 # The base: PYTHON_IMAGE, a build argument (docker-compose.yml passes the variable of that name).
-ARG PYTHON_IMAGE=python:3.13-slim
+ARG PYTHON_IMAGE=python:3.14-slim
 FROM ${PYTHON_IMAGE}
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app

@@ -26,8 +26,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-OFFICIAL_IMAGE = "rabbitmq:4.0-management"
-LOOK_ALIKE = "workqueues-local/rabbitmq:4.0-management"  # docker/images.sh builds it where no registry answers
+OFFICIAL_IMAGE = "rabbitmq:4.3-management"
+LOOK_ALIKE = "workqueues-local/rabbitmq:4.3-management"  # docker/images.sh builds it where no registry answers
 LABEL = "workqueue.node"  # on every container and network made here, to find leftovers: docker ps -a --filter label=…
 STAGE = "/etc/workqueue"  # where a node's own files appear in its container
 

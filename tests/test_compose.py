@@ -64,7 +64,7 @@ def services() -> dict:
 def test_broker_service_has_management_ports_healthcheck_and_a_named_volume():
     broker = services()["rabbitmq"]
     assert "management" in broker["image"]
-    assert resolved()["services"]["rabbitmq"]["image"] == "rabbitmq:4.0-management"  # RABBITMQ_IMAGE unset
+    assert resolved()["services"]["rabbitmq"]["image"] == "rabbitmq:4.3-management"  # RABBITMQ_IMAGE unset
     assert {(5672, 5672), (15672, 15672)} <= set(published("rabbitmq"))  # today's ports, RABBITMQ_PORT unset
     assert broker["healthcheck"]["test"]
     volume = broker["volumes"][0].split(":")[0]
@@ -207,7 +207,7 @@ def test_the_scripts_image_is_built_on_python_image():
     assert "FROM ${PYTHON_IMAGE}" in dockerfile
     builds = {name: s["build"] for name, s in resolved()["services"].items() if "build" in s}
     assert len(builds) == 6  # the demo's two workers and producer, the cluster's
-    assert {b["args"]["PYTHON_IMAGE"] for b in builds.values()} == {"python:3.13-slim"}
+    assert {b["args"]["PYTHON_IMAGE"] for b in builds.values()} == {"python:3.14-slim"}
 
 
 def test_cluster_is_three_nodes_of_the_brokers_image_with_stable_names_and_their_own_data():

@@ -23,7 +23,18 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from conftest import ROOT, URL, Cluster, Node, Worker, Workers, run_new_task, script_env, wait_counts
+from conftest import (
+    ROOT,
+    URL,
+    Cluster,
+    Node,
+    Worker,
+    Workers,
+    broker_version,
+    run_new_task,
+    script_env,
+    wait_counts,
+)
 from harness.faults import dropping_port, silent_port
 from test_cluster import QUORUM, assert_all_done, fill, stored
 
@@ -195,30 +206,44 @@ def running_as_seen_by(node: Node) -> set[str]:
     return set(re.findall(r"[\w.-]+@[\w.-]+", node.ctl("eval", "rabbit_nodes:all_running().")))
 
 
+# What a partition does depends on the broker's version (``broker_version``), and the test says so. Up to 4.2
+# the cluster's partition handling decides: ``ignore`` keeps both sides running, and the cluster stays split once
+# the link is back until the minority's node restarts; ``pause_minority`` pauses the minority's node, whose
+# clients then go to the majority. RabbitMQ 4.3 has no partition handling (Khepri and quorum queues heal by
+# Raft; the ``cluster_partition_handling`` key is accepted and ignored): nothing pauses, the minority's node
+# keeps its clients, and the cluster heals by itself once the link is back.
+
+NO_PARTITION_HANDLING = (4, 3)  # the first version without it
+
+
 @contextlib.contextmanager
 def partition_handling(cluster: Cluster, mode: str, net_ticktime: int = 10) -> Iterator[None]:
-    """For the block: the cluster's partition handling ``mode``, and a net tick of ``net_ticktime`` s, so that
-    a partition is seen in seconds rather than in a minute (RabbitMQ's default net tick is 60 s)."""
+    """For the block: the cluster's partition handling ``mode`` (up to 4.2; from 4.3 there is none to set), and a
+    net tick of ``net_ticktime`` s, so that a partition is seen in seconds rather than in a minute (RabbitMQ's
+    default net tick is 60 s)."""
     def on_all(expression: str) -> None:
         for node in cluster.nodes:
             node.ctl("eval", expression)
 
-    on_all(f"application:set_env(rabbit, cluster_partition_handling, {mode}), net_kernel:set_net_ticktime"
-           f"({net_ticktime}, 1).")
+    handled = broker_version(cluster.urls[0]) < NO_PARTITION_HANDLING
+    setting = f"application:set_env(rabbit, cluster_partition_handling, {mode}), " if handled else ""
+    on_all(f"{setting}net_kernel:set_net_ticktime({net_ticktime}, 1).")
     try:
         yield
     finally:
-        on_all("application:set_env(rabbit, cluster_partition_handling, ignore), net_kernel:set_net_ticktime(60, 1).")
+        setting = "application:set_env(rabbit, cluster_partition_handling, ignore), " if handled else ""
+        on_all(f"{setting}net_kernel:set_net_ticktime(60, 1).")
 
 
 @contextlib.contextmanager
-def healed(minority: Node, mode: str) -> Iterator[None]:
-    """After the block, whatever happened in it: with ``ignore`` the cluster stays split once the link is
-    back, until the minority's node restarts (RabbitMQ's way to heal it by hand)."""
+def healed(cluster: Cluster, minority: Node, mode: str) -> Iterator[None]:
+    """After the block, whatever happened in it: with ``ignore`` (up to 4.2) the cluster stays split once the
+    link is back, until the minority's node restarts (RabbitMQ's way to heal it by hand). From 4.3 the cluster
+    heals by itself."""
     try:
         yield
     finally:
-        if mode == "ignore":
+        if mode == "ignore" and broker_version(cluster.urls[0]) < NO_PARTITION_HANDLING:
             minority.ctl("stop_app")
             minority.ctl("start_app")
 
@@ -227,6 +252,7 @@ def healed(minority: Node, mode: str) -> Iterator[None]:
 @pytest.mark.parametrize("mode", ["ignore", "pause_minority"])
 def test_partition_nothing_sent_is_lost_and_the_work_goes_on_through_the_majority(
         mode, cluster: Cluster, cluster_queue, workers: Workers):
+    version = broker_version(cluster.urls[0])
     assert run_new_task("--queue", cluster_queue, *QUORUM, "before", url=cluster.urls[0]).returncode == 0
     minority, leader, other = not_leading_first(cluster, cluster_queue)
     url = ";".join(n.url for n in (minority, leader, other))  # every script tries the minority's node first
@@ -234,7 +260,8 @@ def test_partition_nothing_sent_is_lost_and_the_work_goes_on_through_the_majorit
     kept = workers.start("--queue", cluster_queue, *QUORUM, "--sleep", "0.1", url=";".join([leader.url, other.url]))
     assert "before" in workers.until_done(["before"], timeout=30)  # by either: both consume
     sent: list[str] = []
-    with healed(minority, mode), partition_handling(cluster, mode), minority.partitioned():
+    known: list[str] = []  # what new_task.py said when sending once the partition was known
+    with healed(cluster, minority, mode), partition_handling(cluster, mode), minority.partitioned():
         began = time.monotonic()
         for i in range(4):  # the walkthrough's loop, through the node cut off first
             result = run_new_task("--queue", cluster_queue, *QUORUM, f"p{i}", url=url)
@@ -248,15 +275,28 @@ def test_partition_nothing_sent_is_lost_and_the_work_goes_on_through_the_majorit
             result = run_new_task("--queue", cluster_queue, *QUORUM, f"p{i}", url=url)
             assert result.returncode == 0, result.stderr
             sent.append(f"p{i}")
+            known.append(result.stderr)
         workers.until_done(sent, timeout=60)
         moved = cut.first("connected again", errors=True) or float("inf")  # (pause_minority) to the majority
         minority_did = [t.body for t in cut.tasks() if t.body in sent and t.done is not None and t.done < moved]
-        print(f"{mode}: partition seen after {seen:.1f} s; done on the minority side: {minority_did}; "
-              f"the worker there said: {cut.errors}")
+        said_meanwhile = list(cut.errors)
+        print(f"{mode} on {version}: partition seen after {seen:.1f} s; done on the minority side: {minority_did}; "
+              f"the worker there said: {said_meanwhile}; new_task.py said: {known}")
+    healing = time.monotonic()
     cluster.wait_whole()
+    print(f"whole again {time.monotonic() - healing:.1f} s after the link came back")
     assert set(sent) <= set(workers.until_done(sent, timeout=60))
     assert not minority_did  # the node cut off handed out none of the tasks sent meanwhile
-    if mode == "pause_minority":  # it paused itself: its clients went to the majority
+    if version >= NO_PARTITION_HANDLING:
+        # 4.3: nothing pauses, whatever the mode. The minority's worker keeps its connection and is idle,
+        # saying nothing (its node cannot reach the queue's leader); a publisher whose first node is the
+        # minority's gets no confirm there, and sends again through the majority.
+        assert said_meanwhile == [], said_meanwhile
+        for err in known:
+            assert err.startswith(f"warning: no confirm from the broker at localhost:{minority.port} for 5 s; "
+                                  "publishing again"), err
+            assert "warning: connected again, to the broker at localhost:" in err, err
+    elif mode == "pause_minority":  # it paused itself: its clients went to the majority
         assert cut.count(" [x] Done") > 0 and any("connected again" in line for line in cut.errors)
     assert all(w.proc.poll() is None for w in (cut, kept))
     assert wait_counts(cluster_queue, (0, 0), node=leader, timeout=60) == (0, 0)

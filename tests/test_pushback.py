@@ -8,6 +8,11 @@ shared broker.
 - Timeout node: ``consumer_timeout = 1000`` in rabbitmq.conf, and the channels' tick, which checks it (60 s
   by default), lowered to 250 ms in advanced.config (``channel_tick_interval`` of the rabbit app), so that
   a task of three seconds outlasts it every time and the test takes seconds.
+
+What the consumer timeout does depends on the broker's version (``broker_version``), and the tests say so:
+up to 4.2 a channel checks it for every queue type and closes itself (PRECONDITION_FAILED); from 4.3 only a
+quorum queue checks it (a timer at the deadline, not the channel's tick), puts the task back and cancels the
+consumer (basic.cancel; the channel stays open); a classic queue never times a consumer out.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from conftest import (
     ROOT,
     PrivateBroker,
     Workers,
+    broker_version,
     delete_queue,
     drain,
     queue_counts,
@@ -108,7 +114,8 @@ def erlang(node: PrivateBroker, expression: str) -> str:
 
 
 def set_consumer_timeout(node: PrivateBroker, ms: int) -> None:
-    """For channels opened from now on (a channel reads consumer_timeout when it opens)."""
+    """For consumers from now on: up to 4.2 a channel reads consumer_timeout when it opens, from 4.3 a quorum
+    queue when the consumer registers (the worker does both again after a timeout)."""
     assert erlang(node, f"application:set_env(rabbit, consumer_timeout, {ms}).") == "ok"
 
 
@@ -272,22 +279,59 @@ def consumer_timeout_line(line: str) -> bool:
     return line.startswith("warning: ") and "consumer_timeout" in line
 
 
+def times_out(queue_type: str, node: PrivateBroker) -> bool:
+    """Whether the broker puts back a task held past consumer_timeout on a queue of this type: every type up to
+    RabbitMQ 4.2; from 4.3 quorum queues only."""
+    return queue_type == "quorum" or broker_version(node.url) < (4, 3)
+
+
+def assert_timeout_warning(line: str, queue: str, node: PrivateBroker) -> None:
+    """The worker's one line: the broker took the task back for its consumer_timeout, and what to raise. Up to
+    4.2 the broker closed the channel, saying why; from 4.3 it cancelled the consumer, saying nothing, so the
+    worker, its queue still there, names the likely cause as a question (a deleted queue is said so instead)."""
+    assert consumer_timeout_line(line), line
+    assert "raise consumer_timeout in rabbitmq.conf" in line, line
+    assert "deleted" not in line, line
+    if broker_version(node.url) >= (4, 3):
+        assert line == (f"warning: the broker cancelled this worker's consumer, and queue {queue!r} is still there "
+                        "(a task ran past the broker's consumer_timeout? The broker took that task back; for tasks "
+                        "that long, raise consumer_timeout in rabbitmq.conf); taking tasks again"), line
+    else:
+        assert line.startswith("warning: the broker took back a task this worker held unacknowledged for longer than "
+                               "its consumer_timeout ("), line
+    assert "Traceback" not in line
+
+
+@pytest.mark.parametrize("queue_type", ["quorum", "classic"])
 def test_consumer_timeout_the_worker_says_so_in_one_line_takes_tasks_again_and_the_task_is_done(
-        timeout_node, queue, workers: Workers):
+        queue_type, timeout_node, queue, workers: Workers):
     q = queue(timeout_node)
-    w = workers.start("--queue", q, "--seconds-per-dot", SECONDS_PER_DOT, url=timeout_node.url)
+    kind = ("--queue", q, "--queue-type", queue_type)
+    w = workers.start(*kind, "--seconds-per-dot", SECONDS_PER_DOT, url=timeout_node.url)
     wait_until(lambda: consumers(q, timeout_node) == 1, 10, "the worker's consumer")
-    # What the warning will advise: a longer consumer_timeout. A channel reads it when it opens, so the
-    # worker's channel keeps its one second, and the one it opens after the timeout has a minute.
+    if not times_out(queue_type, timeout_node):
+        # RabbitMQ 4.3 and later: a classic queue never times a consumer out; the long task runs to its end.
+        assert run_new_task(*kind, "--stdin", stdin=f"{LONG_TASK}\nshort\n", url=timeout_node.url).returncode == 0
+        w.wait_for(" [x] Done", count=2, timeout=30)
+        # The last ack on its way (a quorum queue's counts lag a moment behind).
+        wait_until(lambda: queue_counts(q, node=timeout_node) == (0, 0), 30, "every task acked")
+        assert w.lines == [" [*] Waiting for messages. To exit press CTRL+C", f" [x] Received b'{LONG_TASK}'",
+                           " [x] Done", " [x] Received b'short'", " [x] Done"]
+        assert w.errors == []
+        return
+    # What the warning will advise: a longer consumer_timeout. It is read when the worker's channel opens (up
+    # to 4.2) or its consumer registers (4.3): its first consumer keeps its one second, the one it makes after
+    # the timeout has a minute.
     set_consumer_timeout(timeout_node, 60_000)
     try:
-        assert run_new_task("--queue", q, LONG_TASK, url=timeout_node.url).returncode == 0
-        # A second in, the broker closes the channel and puts the task back; once the task returns
-        # (its ack goes nowhere), the worker says so, takes tasks again, and gets that task again.
+        assert run_new_task(*kind, LONG_TASK, url=timeout_node.url).returncode == 0
+        # A second in, the broker puts the task back and closes the channel (up to 4.2) or cancels the consumer
+        # (4.3); once the task returns (its ack goes nowhere), the worker says so, takes tasks again, and gets
+        # that task again.
         w.wait_for("consumer_timeout", timeout=30, errors=True)
         w.wait_for(f"Received b'{LONG_TASK}' (redelivered)", timeout=30)
         w.wait_for(" [x] Done", count=2, timeout=30)
-        assert run_new_task("--queue", q, "short", url=timeout_node.url).returncode == 0
+        assert run_new_task(*kind, "short", url=timeout_node.url).returncode == 0
         w.wait_for(" [x] Done", count=3, timeout=30)
         assert wait_counts(q, (0, 0), node=timeout_node) == (0, 0)
     finally:
@@ -304,23 +348,25 @@ def test_consumer_timeout_the_worker_says_so_in_one_line_takes_tasks_again_and_t
         " [x] Done",
     ]
     [warning] = w.errors
-    assert consumer_timeout_line(warning), warning
-    assert "Traceback" not in warning
+    assert_timeout_warning(warning, q, timeout_node)
 
 
 def test_consumer_timeout_sigterm_after_it_exits_0_and_loses_no_task(timeout_node, queue, workers: Workers):
     # A task that always outlasts consumer_timeout comes back again and again; SIGTERM ends that, and
-    # the task (and the one behind it) stay in the queue.
+    # the task (and the one behind it) stay in the queue. A quorum queue: the type that has a consumer
+    # timeout on every version.
     q = queue(timeout_node)
-    w = workers.start("--queue", q, "--seconds-per-dot", SECONDS_PER_DOT, url=timeout_node.url)
-    result = run_new_task("--queue", q, "--stdin", stdin=f"{LONG_TASK}\nbehind\n", url=timeout_node.url)
+    kind = ("--queue", q, "--queue-type", "quorum")
+    w = workers.start(*kind, "--seconds-per-dot", SECONDS_PER_DOT, url=timeout_node.url)
+    result = run_new_task(*kind, "--stdin", stdin=f"{LONG_TASK}\nbehind\n", url=timeout_node.url)
     assert result.returncode == 0, result.stderr
     w.wait_for(f"Received b'{LONG_TASK}' (redelivered)", timeout=30)
     w.signal(signal.SIGTERM)
     assert w.wait(30) == 0
     assert "Traceback" not in "\n".join(w.errors)
     assert w.errors, "no warning about the consumer timeout"
-    assert all(consumer_timeout_line(line) for line in w.errors), w.errors
+    for line in w.errors:
+        assert_timeout_warning(line, q, timeout_node)
     assert w.count("Received b'behind'") == 0
     assert w.count(" [x] Done") >= 2  # the task ran twice; neither ack counted
     left = drain(q, timeout_node.url)

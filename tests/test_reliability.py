@@ -108,7 +108,7 @@ def test_worker_declares_the_queue_again_if_it_is_deleted(queue_name, workers):
     run_new_task("--queue", queue_name, "after the delete")
     w.wait_for(" [x] Done")
     assert w.done() == ["after the delete"]
-    assert w.errors == [f"warning: the broker stopped this worker's consumer (was queue {queue_name!r} deleted?); "
+    assert w.errors == [f"warning: the broker cancelled this worker's consumer: queue {queue_name!r} was deleted; "
                         "declaring it again"]
 
 

@@ -147,9 +147,8 @@ class Worker:
             except px.ChannelClosedByBroker as exc:  # e.g. the broker's consumer timeout
                 warn(f"warning: {broker.explain(exc, self.nodes.in_use, self.queue)}; "
                      + ("stopping, as SIGTERM asked" if self.stopping else "taking tasks again"))
-            except px.ConsumerCancelled:
-                warn(f"warning: the broker stopped this worker's consumer (was queue {self.queue!r} deleted?); "
-                     "declaring it again")
+            except px.ConsumerCancelled as exc:  # its queue deleted, or (RabbitMQ 4.3) the consumer timeout
+                warn(f"warning: {exc}")
             except (px.AMQPConnectionError, px.AMQPChannelError) as exc:
                 warn(f"warning: lost the connection to the broker at {self.nodes.where()} "
                      f"({nodes.reason(exc)}); reconnecting")
@@ -216,9 +215,25 @@ class Worker:
             self.connection = connection
             channel.start_consuming()  # returns once every consumer is cancelled
         if not self.stopping:
+            why = self._cancelled(channel)
             self._close(channel)
-            raise px.ConsumerCancelled("the broker cancelled the consumer (was the queue deleted?)")
+            raise px.ConsumerCancelled(why)
         self._close(connection)
+
+    def _cancelled(self, channel: BlockingChannel) -> str:
+        """Why the broker cancelled this worker's consumer, in a user's words: its queue was deleted (a passive
+        declare answers 404), or, the queue still there, a task ran past the broker's consumer_timeout (RabbitMQ
+        4.3 cancels the consumer of a quorum queue for it; 3.x and 4.0 close the channel instead)."""
+        try:
+            channel.queue_declare(self.queue, passive=True)
+        except px.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                return (f"the broker cancelled this worker's consumer: queue {self.queue!r} was deleted; "
+                        "declaring it again")
+            return f"the broker cancelled this worker's consumer ({exc.reply_text}); declaring the queue again"
+        return (f"the broker cancelled this worker's consumer, and queue {self.queue!r} is still there (a task ran "
+                "past the broker's consumer_timeout? The broker took that task back; for tasks that long, raise "
+                "consumer_timeout in rabbitmq.conf); taking tasks again")
 
     def _keep(self) -> None:
         """The keeper thread: while a task runs, answer heartbeats and notice a lost connection."""
