@@ -10,7 +10,7 @@ from workqueue import cli, consumer
 
 
 def main() -> None:
-    parser = cli.parser(__doc__)
+    parser = cli.parser(__doc__, worker=True)  # with --attempts and --retry-delay for tasks that fail
     parser.add_argument("--prefetch", type=cli.prefetch_count, default=1,
                         help="unacknowledged tasks the broker may give this worker at once; "
                         "1 is fair dispatch, 0 means no limit (plain round robin)")
@@ -33,7 +33,7 @@ def main() -> None:
         print(" [x] Done")
         ch.basic_ack(delivery_tag=method.delivery_tag)
 
-    consumer.consume(args.urls, declare, args.queue, callback)
+    consumer.consume(args.urls, declare, args.queue, callback, cli.policy(args))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pika.exceptions
+
 from harness import queues
 from harness.brokers import Cluster, Node, NodesUnavailable, node_kind
 from harness.children import Child
@@ -313,6 +315,23 @@ class Nemesis:
         node.ctl("start_app")
 
 
+def drain(workers: Workers, sent: list[str]) -> None:
+    """Until every task Sent was done, or DRAIN seconds."""
+    deadline = time.monotonic() + DRAIN
+    while not set(sent) <= set(workers.done()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def failed_count(queue: str, urls: list[str]) -> int:
+    """Tasks in QUEUE.failed (none where the queue was never made)."""
+    try:
+        return queues.depth(f"{queue}.failed", ";".join(urls))
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            return 0
+        raise
+
+
 def rounds(rng: random.Random) -> Iterator[str]:
     """The kinds of fault in turn: every kind once in a shuffled round, then another round, so that a short
     run still has each kind."""
@@ -394,10 +413,21 @@ def main() -> int:
         cluster.wait_whole(timeout=180)
         producers.stop()
         sent = producers.sent
-        deadline = time.monotonic() + DRAIN
-        while not set(sent) <= set(workers.done()) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        left = queues.depth(queue, ";".join(urls))
+        drain(workers, sent)
+        # A task delivered --attempts times without an ack (its worker or its node died under it each time)
+        # is set aside in QUEUE.failed before it runs again, as a task that kills its worker is: sent back
+        # here as an operator would, with python -m workqueue.failed --requeue.
+        set_aside = failed_count(queue, urls)
+        if set_aside:
+            log.say(f"{set_aside} tasks were set aside in {queue}.failed (delivered --attempts times without an "
+                    "ack); sending them back with python -m workqueue.failed --requeue")
+            requeued = subprocess.run([sys.executable, "-m", "workqueue.failed", "--queue", queue, "--queue-type",
+                                       "quorum", "--requeue"], env=dict(os.environ, AMQP_URL=";".join(urls)),
+                                      cwd=ROOT, capture_output=True, text=True, timeout=300)
+            if requeued.returncode:
+                log.say(f"the requeue failed (exit {requeued.returncode}): {requeued.stderr.strip()}")
+            drain(workers, sent)
+        left = queues.depth(queue, ";".join(urls)) + failed_count(queue, urls)
         done = workers.done()
         counted = collections.Counter(done)
         lost = sorted(set(sent) - set(done))
@@ -416,7 +446,7 @@ def main() -> int:
         if unexpected:
             print(f"unexpected: {unexpected[:20]}")
         print(f"done though never printed as Sent (their publisher gave up before a confirm came): "
-              f"{len(unconfirmed)}")
+              f"{len(unconfirmed)}; set aside on the way and sent back: {set_aside}")
         faults = nemesis.counts
         per_kind = {label: sum(n for k, n in faults.items() if LABELS[k] == label)
                     for label in ("kill", "freeze", "cut", "partition", "restart", "worker")}

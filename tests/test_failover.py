@@ -293,7 +293,7 @@ def test_partition_nothing_sent_is_lost_and_the_work_goes_on_through_the_majorit
         # minority's gets no confirm there, and sends again through the majority.
         assert said_meanwhile == [], said_meanwhile
         for err in known:
-            assert err.startswith(f"warning: no confirm from the broker at localhost:{minority.port} for 5 s; "
+            assert err.startswith(f"warning: the broker at localhost:{minority.port} stored nothing for 5 s; "
                                   "publishing again"), err
             assert "warning: connected again, to the broker at localhost:" in err, err
     elif mode == "pause_minority":  # it paused itself: its clients went to the majority

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from workqueue import attempts
 from workqueue.report import Failure, one_write, warn
 
 __all__ = ["Failure", "one_write", "warn"]  # the scripts' and the demo's way to them
@@ -62,8 +63,20 @@ def queue_name(text: str) -> str:
     return text
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser with the options both scripts take."""
+def attempt_count(text: str) -> int:
+    """argparse type: attempts at a task, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 1 or more, got {text!r}")
+    return value
+
+
+def parser(description: str, worker: bool = False) -> argparse.ArgumentParser:
+    """An argument parser with the options both scripts take; ``worker``: and a worker's options for tasks
+    that fail (``--attempts``, ``--retry-delay``; ``policy(args)`` gives them to ``consumer.consume``)."""
     p = _Parser(
         description=description,
         formatter_class=_Help,
@@ -88,6 +101,14 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="classic is the Japanese walkthrough's queue; quorum is what the tutorial on rabbitmq.com declares "
         "today, and what a cluster needs. It must match how the queue was first declared",
     )
+    if worker:
+        p.add_argument("--attempts", type=attempt_count, default=attempts.DEFAULT_ATTEMPTS, metavar="N",
+                       help="tries at a task that fails (raises, or ends its worker's process on a quorum queue), "
+                       "the first one included; then it is set aside in the queue QUEUE.failed "
+                       "(python -m workqueue.failed lists it). 1: set aside at the first failure")
+        p.add_argument("--retry-delay", type=seconds, default=attempts.DEFAULT_DELAY, metavar="S",
+                       help="a failed task waits this long in the queue QUEUE.retry before it is tried again; "
+                       "other tasks go first meanwhile")
     return p
 
 
@@ -100,7 +121,16 @@ def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
     else:
         urls = [url.strip() for url in os.environ.get("AMQP_URL", "").split(";") if url.strip()] or [DEFAULT_URL]
     args.urls, args.url = urls, urls[0]
+    if getattr(args, "attempts", 0) > attempts.QUORUM_DELIVERY_LIMIT and args.queue_type == "quorum":
+        p.error(f"--attempts {args.attempts} is more than {attempts.QUORUM_DELIVERY_LIMIT}, the delivery limit of "
+                "a quorum queue on RabbitMQ 4: past it the broker drops a task that keeps ending its worker's "
+                "process before this worker could set it aside")
     return args
+
+
+def policy(args: argparse.Namespace) -> attempts.Policy:
+    """What a worker does with a task that fails, from its options (see ``parser(..., worker=True)``)."""
+    return attempts.Policy(attempts=args.attempts, delay=args.retry_delay, queue_type=args.queue_type)
 
 
 def queue_arguments(queue_type: str) -> dict[str, str] | None:

@@ -14,8 +14,14 @@ channel has closed is dropped: the broker has put that task back in the queue al
 
 Signals: Ctrl+C (SIGINT) stops at once and leaves the running task unacked, so the broker gives it to
 another worker. SIGTERM (``docker stop``) stops taking tasks, lets the running one finish and be
-acked, then exits 0. A second signal stops at once. A task that raises stops the worker the same
-way as Ctrl+C, with one ``error:`` line.
+acked, then exits 0. A second signal stops at once.
+
+A task that raises has failed; the worker goes on (``attempts`` and ``setaside``): one ``warning:`` line says
+which task, why and what becomes of it: a copy is stored in ``<queue>.retry`` (back in the queue after the
+retry delay) or, once its attempts are used up, in ``<queue>.failed``; only then is the original acked. A task
+whose attempts so far (ours, and a quorum queue's count of deliveries that came back without an ack: its
+worker's process ended during it) reach the policy's is set aside before it runs again. What is the worker's
+own still stops it: its output gone (BrokenPipeError), a signal.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import pika
 import pika.exceptions as px
 from pika.adapters.blocking_connection import BlockingChannel
 
-from workqueue import broker, nodes
+from workqueue import attempts, broker, nodes, setaside
 from workqueue.report import Failure, warn
 
 Callback = Callable[[Any, Any, Any, bytes], None]  # (ch, method, properties, body), as in the tutorial
@@ -94,19 +100,28 @@ class TaskChannel:
     def __init__(self, worker: Worker, channel: BlockingChannel) -> None:
         self._worker = worker
         self._channel = channel
+        self.delivery_tag = 0  # of the task running now
+        self.settled = False  # the task running now was acked or handed back by the task itself
 
     @property
     def is_open(self) -> bool:
         return bool(self._channel.is_open)
 
     def basic_ack(self, delivery_tag: int = 0, multiple: bool = False) -> None:
+        self._settle(delivery_tag, multiple)
         self._call(self._channel.basic_ack, delivery_tag, multiple)
 
     def basic_nack(self, delivery_tag: int = 0, multiple: bool = False, requeue: bool = True) -> None:
+        self._settle(delivery_tag, multiple)
         self._call(self._channel.basic_nack, delivery_tag, multiple, requeue)
 
     def basic_reject(self, delivery_tag: int = 0, requeue: bool = True) -> None:
+        # a nack: RabbitMQ 4.3 counts a rejected delivery toward a quorum queue's delivery limit, not a nacked one
         self.basic_nack(delivery_tag, False, requeue)
+
+    def _settle(self, delivery_tag: int, multiple: bool) -> None:
+        if delivery_tag == self.delivery_tag or multiple or not delivery_tag:
+            self.settled = True
 
     def _call(self, method: Callable[..., None], *args: Any) -> None:
         with self._worker.pika:
@@ -117,19 +132,23 @@ class TaskChannel:
                     self._worker.lost = exc  # the main thread raises it once the task returns
 
 
-def consume(urls: list[str], declare: Callable[[Any], None], queue_name: str, callback: Callback) -> None:
+def consume(urls: list[str], declare: Callable[[Any], None], queue_name: str, callback: Callback,
+            policy: attempts.Policy | None = None) -> None:
     """Run ``declare(channel)``, then ``callback(ch, method, properties, body)`` for each message of
-    ``queue_name``, until a signal stops the worker. Raises Failure for what a user must fix."""
-    Worker(nodes.Nodes(urls), declare, queue_name, callback).run()
+    ``queue_name``, until a signal stops the worker; a task that raises is tried again or set aside as
+    ``policy`` says (``cli.policy(args)``). Raises Failure for what a user must fix."""
+    Worker(nodes.Nodes(urls), declare, queue_name, callback, policy or attempts.Policy()).run()
 
 
 class Worker:
     def __init__(self, brokers: nodes.Nodes, declare: Callable[[Any], None], queue_name: str,
-                 callback: Callback) -> None:
+                 callback: Callback, policy: attempts.Policy | None = None) -> None:
         self.nodes = brokers
         self.declare = declare
         self.queue = queue_name
         self.callback = callback
+        self.policy = policy or attempts.Policy()
+        self.aside: setaside.SetAside | None = None  # where failed tasks go, for the connection in use
         self.pika = Handover()
         self.connection: pika.BlockingConnection | None = None
         self.silence = nodes.Silence(0)  # of self.connection
@@ -175,24 +194,37 @@ class Worker:
     def _consume(self, connection: pika.BlockingConnection) -> None:
         channel = connection.channel()
         task_channel = TaskChannel(self, channel)
+        if self.aside is None or self.aside.connection is not connection:  # one per connection
+            self.aside = setaside.SetAside(connection, self.queue, self.policy, self.nodes.in_use,
+                                           silent=lambda: self._silent(connection))  # queues declared at first use
+        aside = self.aside
 
         def on_message(ch: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
             """On the main thread, inside pika: pika is lent out while the task runs."""
             if self.stopping:  # SIGTERM came: the broker gives this one to another worker
-                ch.basic_reject(method.delivery_tag, requeue=True)
+                ch.basic_nack(method.delivery_tag, requeue=True)  # (a reject would count as a failed delivery)
                 return
             self.lost = None
+            if attempts.used_up(self.policy, properties.headers):  # its worker's process ended during it, ...
+                made, returns = attempts.made(properties.headers), attempts.returned(properties.headers)
+                aside.fail(body, properties, made, attempts.lost_error(returns))
+                ch.basic_ack(method.delivery_tag)
+                warn(attempts.lost_line(body, returns, made, self.queue))
+                return
+            task_channel.delivery_tag, task_channel.settled = method.delivery_tag, False
+            failure: Exception | None = None
             with self.pika.lent():
                 try:
                     self.callback(task_channel, method, properties, body)
-                except Exception as exc:
-                    # Nothing is acked: the worker stops, the broker gives the task to another worker. (Going
-                    # on would drop the task, or hand it back to this worker in a tight loop.)
-                    shown = body if len(body) <= 80 else body[:80] + b"..."
-                    raise Failure(f"the task {shown!r} failed ({type(exc).__name__}: {exc}); it goes back to "
-                                  "the queue, and this worker stops") from None
+                except BrokenPipeError as exc:  # the worker's own output has gone: it stops, the task goes back
+                    raise Failure(f"the task {attempts.shown(body, 80)} failed ({attempts.describe(exc)}); it goes "
+                                  "back to the queue, and this worker stops") from None
+                except Exception as exc:  # the task's failure, not the worker's
+                    failure = exc
             if self.lost:
                 raise self.lost
+            if failure is not None:
+                self._failed(ch, method, properties, body, failure, task_channel.settled, aside)
             if self.stopping:
                 ch.stop_consuming()  # pending deliveries go back to the queue
 
@@ -234,6 +266,23 @@ class Worker:
         return (f"the broker cancelled this worker's consumer, and queue {self.queue!r} is still there (a task ran "
                 "past the broker's consumer_timeout? The broker took that task back; for tasks that long, raise "
                 "consumer_timeout in rabbitmq.conf); taking tasks again")
+
+    def _failed(self, ch: BlockingChannel, method: Any, properties: Any, body: bytes, exc: Exception,
+                settled: bool, aside: setaside.SetAside) -> None:
+        """A task raised: a copy stored in ``<queue>.retry`` or ``<queue>.failed``, then the original acked."""
+        error = attempts.describe(exc)
+        if settled:  # the task had acked (or handed back) its message itself: nothing left to decide
+            warn(attempts.acked_line(body, error))
+            return
+        attempt = attempts.made(properties.headers) + 1
+        if attempts.last_attempt(self.policy, attempt):
+            aside.fail(body, properties, attempt, error)
+            line = attempts.set_aside_line(body, error, attempt, self.queue)
+        else:
+            aside.retry(body, properties, attempt, error)
+            line = attempts.retried_line(body, error, attempt, self.policy)
+        ch.basic_ack(method.delivery_tag)
+        warn(line)
 
     def _keep(self) -> None:
         """The keeper thread: while a task runs, answer heartbeats and notice a lost connection."""

@@ -7,11 +7,13 @@ lines of one confirm in one write.
 A message the broker has not confirmed is published again: after a nack (on the same channel, or through
 the next node when there are several), and through the next node that answers when the connection is
 lost, when it falls silent (no byte from the broker for its heartbeat timeout: a frozen or cut-off
-node), and when no confirm has come within ``confirm_timeout`` seconds from a node that still talks (a
-quorum queue that lost its majority there). It goes on until every message is confirmed, or until
-nothing has been confirmed for ``retry_for`` seconds: only then is it an error. A message can so be
-stored twice (its first confirm was lost), never lost once "Sent". While the broker blocks publishers (a
-memory or disk alarm) it waits, says so, and sends once the alarm clears.
+node), and when a node that still talks has stored nothing for ``confirm_timeout`` seconds while messages
+wait: no confirm came (a quorum queue that lost its majority there), or only nacks (on RabbitMQ 3.10 a
+channel opened while a quorum queue elects a new leader nacks every publish to it, long after the
+election, when a channel opened later takes them at once). It goes on until every message is
+confirmed, or until nothing has been confirmed for ``retry_for`` seconds: only then is it an error. A
+message can so be stored twice (its first confirm was lost), never lost once "Sent". While the broker
+blocks publishers (a memory or disk alarm) it waits, says so, and sends once the alarm clears.
 
 The parts: ``source`` reads the messages, ``ledger`` keeps each one's state, ``nodes`` says which broker
 to try; what is here is pika's SelectConnection, one small method per event.
@@ -100,6 +102,25 @@ class _Retry:
         self.why = ""
 
 
+class _Stall:
+    """Whether the node in use has stored nothing for ``timeout`` seconds while messages wait for it (in
+    flight, or to publish again after a nack) although it still talks: bytes came from it since the
+    clock started. Only an ack of some message starts the clock again (``restart``), besides a new
+    connection, messages sent after a pause in the input, and the end of an alarm: a nack is an answer,
+    but no progress, and a node that refuses every message is left like one that never answers."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.since = 0.0  # when the clock started
+        self.bytes = 0  # what the connection had received by then
+
+    def restart(self, received: int, now: float) -> None:
+        self.since, self.bytes = now, received
+
+    def overdue(self, waiting: bool, received: int, now: float) -> bool:
+        return waiting and received > self.bytes and now - self.since >= self.timeout
+
+
 class _End:
     """How the run ends: ``closing`` once it is ending (nothing more is published); ``error``, what the user
     is told then (None: every message was sent); ``output_gone``, whoever read the output has gone (a quiet
@@ -125,8 +146,7 @@ class _Publisher:
         self.ioloop = IOLoop()
         self.link = Link(brokers, self.ioloop, self)
         self.channel: Any = None  # the channel published on now; frames of earlier ones are ignored
-        self.waiting_since = 0.0  # since when the oldest message in flight waits for its confirm
-        self.waiting_bytes = 0  # what the connection had received by then
+        self.stall = _Stall(confirm_timeout)  # since when the node in use stored nothing
         self.resume_at = 0.0  # no publishing before this (a pause before publishing again)
         self.end = _End()
 
@@ -156,6 +176,7 @@ class _Publisher:
 
     def _on_channel_open(self, channel: Any) -> None:
         self.channel = channel
+        self._wait_for_confirms()  # a new connection: its clock starts now, counting its own bytes
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
         channel.confirm_delivery(ack_nack_callback=functools.partial(self._on_confirm, channel))
@@ -165,13 +186,13 @@ class _Publisher:
 
     def _pump(self) -> None:
         """Publish what has been read, up to the window; close once all is reported."""
+        if not self.ledger.waiting():
+            self._wait_for_confirms()  # nothing was waiting: the clock starts with what is read now
         self.ledger.add(self.source.take())
         if self.end.closing or self.end.after_confirms or not (self.channel and self.channel.is_open):
             return
         if time.monotonic() < self.resume_at:
             return  # a call_later pumps again then
-        if not self.ledger.inflight:
-            self._wait_for_confirms()
         for message in self.ledger.publish():
             self.send(self.channel, message.text)
         if self.source.ended and self.ledger.settled() and not self.source.chunks:
@@ -294,7 +315,7 @@ class _Publisher:
         if self.end.after_confirms:
             self._end_after_confirms(self.end.after_confirms)
         elif self._confirms_overdue():
-            why = f"no confirm from the broker at {self.nodes.where()} for {self.confirm_timeout:g} s"
+            why = f"the broker at {self.nodes.where()} stored nothing for {self.confirm_timeout:g} s"
             if self._retry_or_end(why):
                 self.link.leave(why)
         elif self.retry.why and self.ledger.waiting():
@@ -303,10 +324,10 @@ class _Publisher:
             self.retry.stored()  # nothing is left that waits to be stored
 
     def _confirms_overdue(self) -> bool:
-        """No confirm for the confirm timeout from a node that still talks (one that does not is silent)."""
-        return bool(self.ledger.inflight and self.channel and self.link.received() > self.waiting_bytes
-                    and time.monotonic() - self.waiting_since >= self.confirm_timeout)
+        """Nothing stored for the confirm timeout by a node that still talks (one that does not is silent):
+        no confirm came, or only nacks."""
+        return bool(self.channel) and self.stall.overdue(self.ledger.waiting(), self.link.received(), time.monotonic())
 
     def _wait_for_confirms(self) -> None:
         """The confirm timeout's clock starts now."""
-        self.waiting_since, self.waiting_bytes = time.monotonic(), self.link.received()
+        self.stall.restart(self.link.received(), time.monotonic())
