@@ -1,1 +1,1 @@
-"""`python -m demo`, the Japanese walkthrough's experiment in one command, and `python -m demo.cluster`."""
+"""`python -m demo`: the Japanese walkthrough's experiment and lessons, one command each; `python -m demo.cluster`."""

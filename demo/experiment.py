@@ -58,7 +58,8 @@ def speed(text: str) -> float:
 
 
 def arguments() -> argparse.Namespace:
-    parser = cli.parser(__doc__.split("\n\n")[0])
+    parser = cli.parser(__doc__.split("\n\n")[0] + " The other lessons: python -m demo round-robin | ack | "
+                        "durable | confirms | redeclare (each with --help).")
     parser.prog = "python -m demo"
     queue_option = parser._option_string_actions["--queue"]
     queue_option.default = None
@@ -112,13 +113,15 @@ def nothing_listens(url: str) -> bool:
         return True
 
 
-def own_broker(default: str) -> brokers.Node:
-    """A broker of the demo's own, started (a private node or a container), when nothing answers at the default
-    URL; one line says so."""
-    at = broker.where(pika.URLParameters(default))
+def own_broker(default: str | None, reason: str | None = None) -> brokers.Node:
+    """A broker of the demo's own, started (a private node or a container): when nothing answers at the default
+    URL, or (``reason``, default None) for a lesson that restarts or kills its broker; one line says so."""
+    at = broker.where(pika.URLParameters(default)) if default else ""
     try:
         kind = brokers.node_kind()
     except brokers.NodesUnavailable as exc:
+        if reason:
+            raise cli.Failure(f"{reason[0].lower()}{reason[1:]}, and it cannot start one: {exc}") from None
         raise cli.Failure(f"no RabbitMQ broker answers at {at}, and the demo cannot start one of its own: {exc}; "
                           "or point --url or AMQP_URL at a broker") from None
     node = brokers.Node("wqdemo", kind=kind)
@@ -126,8 +129,8 @@ def own_broker(default: str) -> brokers.Node:
         what = f"a container of {containers.image()}, {node.runner.name}"
     else:
         what = f"a private rabbitmq-server node, {node.nodename}"
-    print(f"No broker answers at {at}: the demo starts its own ({what}) on localhost:{node.port}, "
-          "removed at the end.", flush=True)
+    why = reason or f"No broker answers at {at}"
+    print(f"{why}: the demo starts its own ({what}) on localhost:{node.port}, removed at the end.", flush=True)
     try:
         node.start()
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
@@ -366,6 +369,8 @@ class Experiment:
                 producer.proc.stdin.write(f"{task}\n")
                 producer.proc.stdin.close()
                 code = producer.proc.wait()
+                for reader in producer.readers.values():
+                    reader.join()  # its Sent line shown before the next run's, whatever the threads' order
             except (OSError, ValueError):
                 code = -1
             if code != 0:
@@ -455,7 +460,7 @@ class Experiment:
     @staticmethod
     def say(text: str, indent: str = "") -> None:
         width = min(100, shutil.get_terminal_size((100, 24)).columns)
-        print(textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent))
+        print(textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False))
 
     def summary(self) -> None:
         print()
@@ -476,6 +481,13 @@ class Experiment:
         rows = [(w.label, self.tasks(w)) for w in sorted(self.workers, key=self.windows.__getitem__)]
         for line in timeline(rows, end, scale=0.5 / self.args.speed):
             print(line)
+        print()
+        if self.args.prefetch == 1:
+            print("The walkthrough: 「前のメッセージの Ack が帰ってくるまでは次のメッセージをワーカーに送らない。"
+                  "代わりにビジーではない次のワーカーにメッセージを送る。」")  # not wrapped, as the lessons' lines
+        elif self.args.prefetch == 0:
+            self.say("The tutorial (round-robin dispatching): by default, RabbitMQ will send each message to the "
+                     "next consumer, in sequence.")
 
     def stop_workers(self, signum: int, grace: float = 5) -> None:
         for worker in self.workers:
@@ -500,22 +512,33 @@ class Experiment:
         self.delete_queue()
 
 
+def url_given() -> bool:
+    """Whether the user named a broker: AMQP_URL, or --url."""
+    return bool(os.environ.get("AMQP_URL", "").strip()) or any(a.startswith("--u") for a in sys.argv[1:])
+
+
+def default_broker(signals: Signals) -> tuple[str, brokers.Node | None]:
+    """The broker at DEMO_DEFAULT_URL (or the local one), or, when nothing listens there, one of the demo's own,
+    started (the caller closes it)."""
+    default = os.environ.get("DEMO_DEFAULT_URL", "").strip() or cli.DEFAULT_URL
+    if not nothing_listens(default):
+        return default, None
+    signals.install()  # a Ctrl+C from here on: the broker is removed
+    try:
+        own = own_broker(default)
+    except KeyboardInterrupt:
+        cli.warn("interrupted: the demo's own broker is removed")
+        raise
+    return own.url, own
+
+
 def main() -> None:
     args = arguments()
     signals = Signals()
     own: brokers.Node | None = None
-    url_given = os.environ.get("AMQP_URL", "").strip() or any(a.startswith("--u") for a in sys.argv[1:])
-    if not url_given:
-        default = os.environ.get("DEMO_DEFAULT_URL", "").strip() or cli.DEFAULT_URL
-        args.urls, args.url = [default], default
-        if nothing_listens(default):
-            signals.install()  # a Ctrl+C from here on: the broker is removed
-            try:
-                own = own_broker(default)
-            except KeyboardInterrupt:
-                cli.warn("interrupted: the demo's own broker is removed")
-                raise
-            args.urls, args.url = [own.url], own.url
+    if not url_given():
+        args.url, own = default_broker(signals)
+        args.urls = [args.url]
     interrupted = False
     try:
         experiment = Experiment(args, signals)

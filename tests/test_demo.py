@@ -120,7 +120,8 @@ def test_fair_dispatch_demo_at_speed_10_splits_seven_three_and_leaves_nothing_be
     assert fast == sorted(fast, key=int) and slow == sorted(slow, key=int)  # each takes them in queue order
     assert by["new_task.py"] == [f" [x] Sent '{i}'" for i in TEN]  # the loop: ten runs, in order
     assert splits(out) == {"0.2 s worker": fast, "0.5 s worker": slow}  # the summary says the same
-    assert re.search(r"^0\.2 s worker \|\[2-+\]", out, re.M) and re.search(r"^0\.5 s worker \|\[1-+\]", out, re.M)
+    # each row starts with its first task (a little late on a loaded machine: after a space or two, drawn short)
+    assert re.search(r"^0\.2 s worker \| *\[2-*\]", out, re.M) and re.search(r"^0\.5 s worker \| *\[1-*\]", out, re.M)
     assert not queue_exists(queue)
     assert group_gone(proc.pid), group_members(proc.pid)  # no worker or new_task.py left
 
