@@ -315,11 +315,17 @@ class Nemesis:
         node.ctl("start_app")
 
 
-def drain(workers: Workers, sent: list[str]) -> None:
-    """Until every task Sent was done, or DRAIN seconds."""
+def drain(workers: Workers, sent: list[str], queue: str, urls: list[str]) -> None:
+    """Until every task Sent was done; or the queue has been empty, and nothing done, for 5 s (what is
+    missing is elsewhere: set aside, or lost); or DRAIN seconds."""
     deadline = time.monotonic() + DRAIN
+    done, still_since = len(workers.done()), time.monotonic()
     while not set(sent) <= set(workers.done()) and time.monotonic() < deadline:
         time.sleep(0.5)
+        if len(workers.done()) != done:
+            done, still_since = len(workers.done()), time.monotonic()
+        elif time.monotonic() - still_since > 5 and queues.depth(queue, ";".join(urls)) == 0:
+            return
 
 
 def failed_count(queue: str, urls: list[str]) -> int:
@@ -413,7 +419,7 @@ def main() -> int:
         cluster.wait_whole(timeout=180)
         producers.stop()
         sent = producers.sent
-        drain(workers, sent)
+        drain(workers, sent, queue, urls)
         # A task delivered --attempts times without an ack (its worker or its node died under it each time)
         # is set aside in QUEUE.failed before it runs again, as a task that kills its worker is: sent back
         # here as an operator would, with python -m workqueue.failed --requeue.
@@ -426,7 +432,7 @@ def main() -> int:
                                       cwd=ROOT, capture_output=True, text=True, timeout=300)
             if requeued.returncode:
                 log.say(f"the requeue failed (exit {requeued.returncode}): {requeued.stderr.strip()}")
-            drain(workers, sent)
+            drain(workers, sent, queue, urls)
         left = queues.depth(queue, ";".join(urls)) + failed_count(queue, urls)
         done = workers.done()
         counted = collections.Counter(done)
