@@ -322,9 +322,11 @@ def _channel_closed(exc: px.ChannelClosedByBroker, queue: str) -> str:
         # RabbitMQ 3 says `none` for a queue declared without x-queue-type, RabbitMQ 4 'classic': say 'classic'.
         theirs, ours = ("'classic'" if v == "none" and found["arg"] == "x-queue-type" else v
                         for v in (found["theirs"], found["ours"]))
+        # Only the queue type is ours to choose: these scripts always declare their queue durable.
+        match = "match it with --queue-type classic or quorum, " if found["arg"] == "x-queue-type" else ""
         return (f"queue {q!r} already exists with another {found['arg']} (the broker has {theirs}, "
-                f"this asked for {ours}): match it with --queue-type classic or quorum, use another "
-                f"--queue, or delete it with `rabbitmqctl delete_queue {q}` (its messages go with it)")
+                f"this asked for {ours}): {match}use another --queue, or delete it with "
+                f"`rabbitmqctl delete_queue {q}` (its messages go with it)")
     if "larger than configured max size" in text:
         return (f"the broker refused a message as too large ({text.split(' - ', 1)[-1]}): "
                 "send smaller tasks, or raise max_message_size in rabbitmq.conf")
