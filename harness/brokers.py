@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import random
 import re
 import shutil
 import signal
@@ -32,11 +33,29 @@ TAG = f"workqueue-{os.getpid()}"  # the comment on the iptables rules this proce
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port nothing listens on, below the kernel's range of ephemeral ports: a port from that range, free
+    now, may be any client connection's own port a moment later, and a node started on it then fails to
+    listen (seen under load: a cluster's node that never started)."""
+    low = ephemeral_ports()[0]
+    for _ in range(200):
+        port = random.randrange(10_000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            if not answers(port):
+                return port
+    raise RuntimeError(f"no free port found between 10000 and {low}")
 
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of ports for client connections (Linux; elsewhere the usual one)."""
+    try:
+        low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return (low, high) if low > 10_100 else (49152, 65535)
 
 def answers(port: int) -> bool:
     with socket.socket() as s:

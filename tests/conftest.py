@@ -19,7 +19,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import suppress
 from pathlib import Path
 
 import pika
@@ -178,10 +177,20 @@ def broker_version(url: str = URL) -> tuple[int, int, int]:
     return major, minor, patch
 
 
-def delete_queue(name: str, url: str = URL) -> None:
-    """Delete the queue, if its broker answers."""
-    with suppress(Failure):
-        queues.delete(name, url)
+def delete_queue(name: str, url: str = URL, wait: float = 30) -> None:
+    """Delete the queue, if its broker answers: asked again for up to ``wait`` seconds while a node that
+    has just healed from a fault resets connections (its queues go with the private node anyway)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            queues.delete(name, url)
+            return
+        except Failure:
+            return  # nothing answers there
+        except (pika.exceptions.AMQPError, OSError):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(1)
 
 
 @pytest.fixture
