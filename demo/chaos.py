@@ -45,6 +45,7 @@ import pika.exceptions
 from harness import queues
 from harness.brokers import Cluster, Node, NodesUnavailable, node_kind
 from harness.children import Child
+from harness.faults import remove_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_FAULTS = ("kill", "freeze", "cut", "partition", "restart")
@@ -471,6 +472,7 @@ def main() -> int:
         if producers:
             producers.stop(timeout=30)
         cluster.close()
+        remove_rules()  # a fault Ctrl+C interrupted as it began
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness import containers
+from harness import containers, reaper
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 TAG = f"workqueue-{os.getpid()}"  # the comment on the iptables rules this process adds
@@ -117,12 +117,14 @@ class ProcessRunner:
             self.env["RABBITMQ_ADVANCED_CONFIG_FILE"] = str(self.dir / "advanced.config")
         self.group = group
         self.proc: subprocess.Popen[bytes] | None = None
+        self.watched = ""  # the reaper's token for its process group
 
     def start(self) -> None:
         marked = ["setpriv", "--groups", f"0,{self.group}"] if self.group else []
         self.proc = subprocess.Popen([*marked, str(RABBIT_BIN / "rabbitmq-server")], env=self.env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
+        self.watched = reaper.watch("group", self.proc.pid)  # killed even if this process is (see harness.reaper)
 
     def ctl(self, *args: str) -> str:
         return subprocess.run([str(RABBIT_BIN / "rabbitmqctl"), "-n", self.nodename, *args], capture_output=True,
@@ -134,10 +136,21 @@ class ProcessRunner:
     def kill(self) -> None:
         os.kill(self.pid(), signal.SIGKILL)
         if self.proc:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            self._end()
+
+    def _end(self) -> None:
+        """Kill the node's process group, whatever it is doing (frozen: thawed first)."""
+        if self.proc:
+            for signum in (signal.SIGCONT, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signum)
+            self.proc.wait(30)
+            reaper.forget(self.watched)
+            deadline = time.monotonic() + 30  # the Erlang VM's sockets close as it exits, a moment later
+            while answers(self.port) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def pid(self) -> int:
         """The broker's own process (the Erlang VM), from its pid file."""
@@ -158,6 +171,7 @@ class ProcessRunner:
         rules = [[tool, "INPUT", "-p", "tcp", way, str(self.port), "-j", "DROP", "-m", "comment", "--comment", TAG]
                  for tool in ("iptables", "ip6tables") for way in ("--dport", "--sport")]
         added = []
+        reaper.watch("rules", TAG)
         try:
             for tool, *rule in rules:
                 subprocess.run([tool, "-I", *rule], check=True, timeout=30)
@@ -173,6 +187,7 @@ class ProcessRunner:
         rule = ["OUTPUT", "-o", "lo", "-p", "tcp", "-m", "owner", "--gid-owner", str(self.group), "--suppl-groups",
                 "-m", "multiport", "!", "--sports", f"{self.port},4369", "-j", "DROP",
                 "-m", "comment", "--comment", TAG]
+        reaper.watch("rules", TAG)
         subprocess.run(["iptables", "-I", *rule], check=True, timeout=30)
         try:
             yield
@@ -186,21 +201,9 @@ class ProcessRunner:
         return f"kill -9 $(cat {self.dir / 'pid'})"
 
     def close(self) -> None:
-        try:
-            os.kill(self.pid(), signal.SIGCONT)  # a node left frozen would not stop
-        except (OSError, ValueError):
-            pass
-        try:
-            self.ctl("stop")
-        except (subprocess.SubprocessError, OSError):
-            pass
-        if self.proc:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(30)
-            self.proc = None
+        # Killed, not stopped: its data goes with its folder, and `rabbitmqctl stop` would start an Erlang VM.
+        self._end()
+        self.proc = None
 
 
 class Node:
@@ -217,6 +220,7 @@ class Node:
         advanced.config; ``network``: a container node's cluster network (``Cluster`` makes it)."""
         self.kind = kind or node_kind()
         self.dir = Path(tempfile.mkdtemp(prefix=f"wq-{name}-"))  # the node's files, and those a test writes
+        self.watched = reaper.watch("dir", self.dir)
         self.port = port or free_port()
         (self.dir / "enabled_plugins").write_text(f"[{','.join(plugins)}].")
         self.configure(config)
@@ -306,6 +310,7 @@ class Node:
         if self.dir.exists():
             self.runner.close()
             shutil.rmtree(self.dir, ignore_errors=True)
+            reaper.forget(self.watched)
 
 
 class Cluster:

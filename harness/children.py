@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NamedTuple, TypeVar
 
+from harness import reaper
+
 ROOT = Path(__file__).resolve().parent.parent
 RECEIVED = re.compile(r" \[x\] Received b'(.*)'")
 T = TypeVar("T")
@@ -66,6 +68,8 @@ class Child:
                                      stdin=subprocess.PIPE if stdin is not False else subprocess.DEVNULL,
                                      stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE)
+        # Killed if this process is killed before it stops it (see harness.reaper).
+        self.watched = reaper.watch("group" if new_session else "pid", self.proc.pid)
         streams = {"out": (self.proc.stdout, self.out), "err": (self.proc.stderr, self.err)}
         self.readers = {name: threading.Thread(target=self._read, args=streams[name], daemon=True)
                         for name in (["out"] if merge_stderr else ["out", "err"])}
@@ -148,6 +152,7 @@ class Child:
     def wait(self, timeout: float = 30) -> int:
         """Until it exits and its output is read to the end; its exit status."""
         code = self.proc.wait(timeout)
+        reaper.forget(self.watched)
         for reader in self.readers.values():
             reader.join(5)
         return code
@@ -160,3 +165,4 @@ class Child:
             else:
                 self.proc.kill()
             self.proc.wait(10)
+        reaper.forget(self.watched)

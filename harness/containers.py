@@ -26,6 +26,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness import reaper
+
 OFFICIAL_IMAGE = "rabbitmq:4.3-management"
 LOOK_ALIKE = "workqueues-local/rabbitmq:4.3-management"  # docker/images.sh builds it where no registry answers
 LABEL = "workqueue.node"  # on every container and network made here, to find leftovers: docker ps -a --filter label=…
@@ -65,16 +67,16 @@ def image() -> str:
     return OFFICIAL_IMAGE
 
 
-def iptables(*args: str, check: bool = True) -> None:
+def iptables(*args: str, check: bool = True, tool: str = "iptables") -> str:
     """iptables on this machine: directly as root; else this machine's own iptables, run from a helper container
     in the machine's network namespace with NET_ADMIN, chrooted into its root mounted read-only (what a member
     of the docker group may do)."""
     if os.geteuid() == 0:
-        command = ["iptables", *args]
+        command = [tool, *args]
     else:
         command = ["docker", "run", "--rm", "--net", "host", "--cap-add", "NET_ADMIN", "-v", "/:/host:ro",
-                   "--entrypoint", "chroot", image(), "/host", "iptables", *args]
-    subprocess.run(command, check=check, capture_output=True, timeout=60)
+                   "--entrypoint", "chroot", image(), "/host", tool, *args]
+    return subprocess.run(command, check=check, capture_output=True, text=True, timeout=60).stdout
 
 
 def network_name(name: str) -> str:
@@ -83,11 +85,13 @@ def network_name(name: str) -> str:
 
 def new_network(network: str) -> None:
     """An internal network (no way out, no gateway) for a cluster's nodes."""
+    reaper.watch("network", network)
     docker("network", "create", "--internal", "--label", LABEL, network)
 
 
 def remove_network(network: str) -> None:
     docker("network", "rm", network, check=False)
+    reaper.forget(f"network {network}")
 
 
 def host_name(name: str) -> str:
@@ -151,6 +155,7 @@ class ContainerRunner:
         # default bridge after, which has the gateway, so that the ports are published through it.
         network = ["--network", self.network, "--network-alias", self.host] if self.network else []
         self.created = True  # from here on, close() removes it, whatever happens
+        self.watched = reaper.watch("container", self.name)  # and if this process is killed, the reaper does
         docker("create", "--name", self.name, "--hostname", self.host, "--label", LABEL, *network, *ports, *env,
                "-v", f"{stage}:{STAGE}:ro",
                "-v", f"{stage / 'rabbitmq.conf'}:/etc/rabbitmq/conf.d/90-workqueue.conf:ro",
@@ -189,6 +194,7 @@ class ContainerRunner:
     def cut_off(self) -> Iterator[None]:
         rules = [["INPUT", "-p", "tcp", way, str(self.port), "-j", "DROP", "-m", "comment", "--comment", self.name]
                  for way in ("--dport", "--sport")]
+        reaper.watch("rules", self.name)
         try:
             for rule in rules:
                 iptables("-I", *rule)
@@ -222,4 +228,6 @@ class ContainerRunner:
         self._restore()
         docker("unpause", self.name, check=False)
         docker("rm", "-f", "-v", self.name, check=False)
+        if self.created:
+            reaper.forget(self.watched)
         self.created = False

@@ -27,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "tests" / "unit"
 sys.path.insert(0, str(ROOT))
-from harness import containers, queues  # noqa: E402
+from harness import containers, faults, queues  # noqa: E402
 from harness.brokers import Cluster, Node, NodesUnavailable, answers, free_port, node_kind  # noqa: E402, F401
 from harness.children import Child  # noqa: E402
 from workqueue.report import Failure  # noqa: E402
@@ -44,6 +44,7 @@ OWN_PORT = free_port() if _own_broker_needed() else None  # the session's own br
 URL = (f"amqp://guest:guest@localhost:{OWN_PORT}/%2F" if OWN_PORT
        else os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/%2F"))
 SESSION_BROKER: Node | None = None  # made by pytest_collection_finish, only when a collected test needs a broker
+BROKER_TESTS = False  # whether a collected test talks to a broker (the unit tests start nothing, run nothing)
 
 
 def close_session_broker() -> None:
@@ -74,10 +75,11 @@ def pytest_collection_finish(session) -> None:
     some test talks to a broker: the unit tests start nothing), the private node and the cluster (their
     fixtures then wait for them to be ready; a pytest-xdist worker, which does not know yet which tests
     it will run, leaves those to the fixtures)."""
-    global SESSION_BROKER
+    global SESSION_BROKER, BROKER_TESTS
     items = [item for item in session.items if _needs_broker(item)]
     if not items:
         return
+    BROKER_TESTS = True
     fixtures = set() if os.environ.get("PYTEST_XDIST_WORKER") else {
         name for item in items for name in getattr(item, "fixturenames", ())}
     if OWN_PORT and not SESSION_BROKER:
@@ -230,11 +232,28 @@ def queue_counts(name: str, node: Node | None = None) -> tuple[int, int]:
 
 def wait_counts(name: str, expected: tuple[int, int], node: Node | None = None, timeout: float = 30) -> tuple[int, int]:
     """(ready, unacknowledged) once they are ``expected`` (an ack may still be on its way when a worker has
-    printed Done), or as they are after ``timeout`` seconds: the caller asserts."""
+    printed Done, and a quorum queue's returns take effect a moment after they were sent), or as they are
+    after ``timeout`` seconds: the caller asserts. Polled through AMQP (a passive declare gives the ready
+    count) until that is as expected; then both counts once from rabbitmqctl, as AMQP does not show the
+    unacknowledged (the management API's counts are a sample up to its statistics interval old, 5 s by
+    default, and the shared broker has no management plugin): again, a second later, only if they differ."""
+    url = node.url if node else URL
     deadline = time.monotonic() + timeout
-    while (counts := queue_counts(name, node)) != expected and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return counts
+    while True:
+        while ready(name, url) != expected[0] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        counts = queue_counts(name, node)
+        if counts == expected or time.monotonic() > deadline:
+            return counts
+        time.sleep(1)
+
+
+def ready(name: str, url: str) -> int | None:
+    """The queue's ready count; None while its node does not answer (it may reset connections as it heals)."""
+    try:
+        return queues.depth(name, url)
+    except (pika.exceptions.AMQPError, OSError, Failure):
+        return None
 
 
 class PrivateBroker(Node):
@@ -357,11 +376,21 @@ GROUPS = {  # tests that share a node run one after another, in one pytest-xdist
 MODULE_GROUPS = ("test_pushback", "test_tls", "test_compose")  # modules whose nodes are a module fixture
 
 
+# The longest modules first (pytest-xdist hands out tests, or groups of them, in this order): the last to
+# start are then short ones, and the workers end near each other. From `--durations`, longest first.
+SLOW_FIRST = ("test_chaos", "test_compose", "test_cluster", "test_failover", "test_reliability", "test_failing",
+              "test_pushback", "test_lessons", "test_demo", "test_tls")
+
+
+def module_of(item: pytest.Item) -> str:
+    return item.module.__name__ if getattr(item, "module", None) else ""
+
+
 def group_of(item: pytest.Item) -> str | None:
     """The xdist group of a test: the nodes it shares with others, if any, per module (two modules that
     use the cluster each have one, side by side: more nodes, less waiting)."""
     names = set(getattr(item, "fixturenames", ()))
-    module = item.module.__name__ if getattr(item, "module", None) else ""
+    module = module_of(item)
     for group, fixtures in GROUPS.items():
         if names & fixtures:
             return f"{group}-{module}"
@@ -372,9 +401,10 @@ def group_of(item: pytest.Item) -> str | None:
 def pytest_collection_modifyitems(session, config, items) -> None:
     """Each test's xdist group; the tests whose tools are missing: one line per tool, the tests skipped,
     except in CI (CI set), where the run fails."""
+    items.sort(key=lambda item: SLOW_FIRST.index(module_of(item)) if module_of(item) in SLOW_FIRST else len(SLOW_FIRST))
     for item in items:
         group = group_of(item)
-        if group:
+        if group and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(group))
     missing: dict[str, str] = {}
     for item in items:
@@ -413,6 +443,8 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         node.close()  # type: ignore[attr-defined]
     _early.clear()
     close_session_broker()
+    if BROKER_TESTS:  # a fault interrupted as it began (the test's own block removes its rule otherwise)
+        faults.remove_rules()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if os.environ.get("CI") and reporter and reporter.stats.get("skipped") and exitstatus == 0:
         session.exitstatus = 1

@@ -11,12 +11,12 @@ import sys
 
 import pytest
 
-from conftest import ROOT, Child, script_env
+from conftest import ROOT, Child, node_kind, script_env
 
 SUMMARY = re.compile(r"^chaos: sent (\d+), done (\d+), lost (\d+), unexpected (\d+), duplicated (\d+), faults (\d+) "
                      r"\(kill (\d+), freeze (\d+), cut (\d+), partition (\d+), restart (\d+), worker (\d+)\)$", re.M)
 
-pytestmark = [pytest.mark.needs("iptables"), pytest.mark.xdist_group("chaos")]
+pytestmark = pytest.mark.needs("iptables")
 
 
 def nodes_of(pid: int) -> list[str]:
@@ -31,8 +31,10 @@ def rules_of(pid: int) -> list[str]:
 
 
 @pytest.mark.timeout(900)
-def test_chaos_two_minutes_of_faults_nothing_sent_is_lost():
-    run = subprocess.run([sys.executable, "-m", "demo.chaos", "--minutes", "2", "--seed", "20261202"], cwd=ROOT,
+def test_chaos_a_minute_of_faults_of_every_kind_nothing_sent_is_lost():
+    # A minute: this seed's first round deals every kind of fault once (each over in 10 to 20 s with the
+    # cluster whole again), five of them by 45 s on an idle machine; docs/cluster.md has 30-minute runs.
+    run = subprocess.run([sys.executable, "-m", "demo.chaos", "--minutes", "1", "--seed", "20261202"], cwd=ROOT,
                          env=script_env(None), capture_output=True, text=True, timeout=840)
     print(run.stdout)
     found = SUMMARY.search(run.stdout)
@@ -41,16 +43,19 @@ def test_chaos_two_minutes_of_faults_nothing_sent_is_lost():
     assert (lost, unexpected) == (0, 0)
     assert run.returncode == 0, run.stderr
     assert sent >= 100 and done >= sent
-    assert faults >= 6 and sum(kinds) == faults
+    assert faults >= 5 and sum(kinds) == faults
     assert "Traceback" not in run.stdout + run.stderr
 
 
 @pytest.mark.timeout(300)
-def test_chaos_ctrl_c_leaves_nothing_behind():
-    chaos = Child([sys.executable, "-m", "demo.chaos", "--minutes", "5", "--seed", "3"], script_env(None),
+def test_chaos_ctrl_c_in_the_middle_of_a_partition_leaves_nothing_behind():
+    # Seed 1 deals a partition first: Ctrl+C comes while a node is cut off from its peers.
+    chaos = Child([sys.executable, "-m", "demo.chaos", "--minutes", "5", "--seed", "1"], script_env(None),
                   new_session=True)
     try:
-        chaos.wait_for(" over, the cluster whole again", timeout=240)  # a fault came and went
+        chaos.wait_for("partition node", timeout=240)
+        if node_kind() == "process":  # its rule is in place (a container node is taken off its network)
+            chaos.wait_until(lambda: bool(rules_of(chaos.proc.pid)), 30, "the partition's iptables rule")
         os.killpg(chaos.proc.pid, signal.SIGINT)
         assert chaos.proc.wait(120) == 130
     finally:

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from harness import reaper
 
 COMPOSE = ROOT / "docker-compose.yml"
 pytestmark = [pytest.mark.needs("compose"), pytest.mark.timeout(600)]  # images built, containers started
@@ -374,12 +375,15 @@ def project() -> Iterator[Project]:
     images = dict(line.split("=", 1) for line in made.stdout.split())
     assert set(images) == {"RABBITMQ_IMAGE", "PYTHON_IMAGE"}, made.stdout
     project = Project(images)
+    watched = reaper.watch("project", project.name)  # its containers go even if this process is killed
     try:
         yield project
     finally:
         project.down()
+        reaper.forget(watched)
 
 
+@pytest.mark.xdist_group("test_compose-demo")  # a project of its own, beside the cluster's (in another worker)
 def test_demo_profile_up_runs_the_walkthroughs_experiment_in_containers(project):
     project.up("demo")
     wait_until("the producer's loop", lambda: project.states().get("producer") == "exited", 180)
@@ -422,7 +426,8 @@ def through_a_node_failure(project: Project, how: str, before: dict[str, int]) -
     states = project.states()
     assert all(states[w] == "running" for w in CLUSTER_WORKERS), states
     # 150 s: RabbitMQ 4.3 holds a dead node's consumer's unacked task for consumer_disconnected_timeout (60 s).
-    wait_until("an empty task_queue", lambda: queue_empty(project, "rabbit2"), 150)
+    # Every 3 s: each look is a rabbitmqctl in a container, an Erlang VM's start.
+    wait_until("an empty task_queue", lambda: queue_empty(project, "rabbit2"), 150, interval=3)
 
 
 def test_cluster_profile_up_forms_one_cluster_and_a_stopped_node_loses_no_task(project):

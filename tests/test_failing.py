@@ -26,11 +26,11 @@ from conftest import (
     Workers,
     delete_queue,
     drain,
-    queue_counts,
     rabbitmqctl,
     ready_count,
     run_new_task,
     script_env,
+    wait_counts,
 )
 from workqueue import attempts
 
@@ -83,7 +83,7 @@ def empty(*names: str) -> None:
     """Until each queue holds nothing, ready or unacknowledged (an ack, and a quorum queue's returns, take
     effect a moment after the client sent them)."""
     for name in names:
-        until(lambda name=name: queue_counts(name) == (0, 0), 30, f"{name} empty")
+        assert wait_counts(name, (0, 0)) == (0, 0), f"{name} not empty"
 
 
 def ours(queue: str) -> tuple[str, str]:

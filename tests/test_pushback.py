@@ -314,7 +314,7 @@ def test_consumer_timeout_the_worker_says_so_in_one_line_takes_tasks_again_and_t
         assert run_new_task(*kind, "--stdin", stdin=f"{LONG_TASK}\nshort\n", url=timeout_node.url).returncode == 0
         w.wait_for(" [x] Done", count=2, timeout=30)
         # The last ack on its way (a quorum queue's counts lag a moment behind).
-        wait_until(lambda: queue_counts(q, node=timeout_node) == (0, 0), 30, "every task acked")
+        assert wait_counts(q, (0, 0), node=timeout_node) == (0, 0)  # every task acked
         assert w.lines == [" [*] Waiting for messages. To exit press CTRL+C", f" [x] Received b'{LONG_TASK}'",
                            " [x] Done", " [x] Received b'short'", " [x] Done"]
         assert w.errors == []

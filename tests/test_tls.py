@@ -29,12 +29,12 @@ from conftest import (
     PrivateBroker,
     delete_queue,
     free_port,
-    queue_counts,
     rabbitmqctl,
     ready_count,
     require_rabbitmq,
     run_new_task,
     script_env,
+    wait_counts,
 )
 
 SECRET = "s3cret-Pa55"
@@ -190,7 +190,7 @@ def test_tls_shell_loop_and_worker_over_amqps_with_cacertfile(node, certs, tls_q
     w = workers.start("--queue", tls_queue, url=url)
     assert workers.until_done([str(i) for i in range(1, 11)]) == [str(i) for i in range(1, 11)]
     assert ["guest", "PLAIN", "true"] in connections(node.broker)  # the worker's: over TLS
-    wait_until(lambda: queue_counts(tls_queue, node=node.broker) == (0, 0))
+    assert wait_counts(tls_queue, (0, 0), node=node.broker) == (0, 0)
     assert w.errors == [] and w.proc.poll() is None
 
 

@@ -7,10 +7,12 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from workqueue import attempts
 from workqueue.report import Failure, one_write, warn
+
+if TYPE_CHECKING:
+    from workqueue import attempts  # imported where a worker's options need it: new_task.py starts without it
 
 __all__ = ["Failure", "one_write", "warn"]  # the scripts' and the demo's way to them
 
@@ -102,6 +104,8 @@ def parser(description: str, worker: bool = False) -> argparse.ArgumentParser:
         "today, and what a cluster needs. It must match how the queue was first declared",
     )
     if worker:
+        from workqueue import attempts
+
         p.add_argument("--attempts", type=attempt_count, default=attempts.DEFAULT_ATTEMPTS, metavar="N",
                        help="tries at a task that fails (raises, or ends its worker's process on a quorum queue), "
                        "the first one included; then it is set aside in the queue QUEUE.failed "
@@ -121,15 +125,24 @@ def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
     else:
         urls = [url.strip() for url in os.environ.get("AMQP_URL", "").split(";") if url.strip()] or [DEFAULT_URL]
     args.urls, args.url = urls, urls[0]
-    if getattr(args, "attempts", 0) > attempts.QUORUM_DELIVERY_LIMIT and args.queue_type == "quorum":
+    if "attempts" in args:
+        _check_attempts(p, args)
+    return args
+
+
+def _check_attempts(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    from workqueue import attempts
+
+    if args.attempts > attempts.QUORUM_DELIVERY_LIMIT and args.queue_type == "quorum":
         p.error(f"--attempts {args.attempts} is more than {attempts.QUORUM_DELIVERY_LIMIT}, the delivery limit of "
                 "a quorum queue on RabbitMQ 4: past it the broker drops a task that keeps ending its worker's "
                 "process before this worker could set it aside")
-    return args
 
 
 def policy(args: argparse.Namespace) -> attempts.Policy:
     """What a worker does with a task that fails, from its options (see ``parser(..., worker=True)``)."""
+    from workqueue import attempts
+
     return attempts.Policy(attempts=args.attempts, delay=args.retry_delay, queue_type=args.queue_type)
 
 
