@@ -235,6 +235,7 @@ class Node:
             self.nodename = f"{name}{os.getpid()}@localhost"
             self.runner = ProcessRunner(self.dir, self.nodename, self.port, cookie, group)
         self.url = f"amqp://guest:guest@localhost:{self.port}/%2F"
+        self.disturbed = True  # since its cluster last saw it running: started, or a fault (see Cluster.wait_whole)
 
     def configure(self, config: str) -> None:
         """The node's rabbitmq.conf, before it starts."""
@@ -261,6 +262,8 @@ class Node:
 
     def ctl(self, *args: str) -> str:
         """rabbitmqctl for this node."""
+        if args[:1] and args[0] in ("stop_app", "start_app", "stop", "reset"):
+            self.disturbed = True
         return self.runner.ctl(*args)
 
     def running(self) -> bool:
@@ -276,6 +279,7 @@ class Node:
 
     def kill(self) -> None:
         """SIGKILL the node, as a crash would; returns once its port is closed."""
+        self.disturbed = True
         self.runner.kill()
         deadline = time.monotonic() + 30
         while answers(self.port) and time.monotonic() < deadline:
@@ -285,12 +289,14 @@ class Node:
         """The node frozen for the block (a process: SIGSTOP; a container: docker pause), as a paused VM or a
         stuck host: the kernel still takes connections and data for it, and nothing answers. Thawed after,
         whatever happens."""
+        self.disturbed = True
         return self.runner.frozen()
 
     def cut_off(self) -> contextlib.AbstractContextManager[None]:
         """The node's AMQP port cut off for the block, as by a firewall that drops packets: every packet
         to and from it vanishes, nothing resets; its cluster links stay. Restored after (iptables on this
         machine's loopback: root, or for a container node a member of the docker group)."""
+        self.disturbed = True
         return self.runner.cut_off()
 
     def partitioned(self) -> contextlib.AbstractContextManager[None]:
@@ -299,6 +305,7 @@ class Node:
         cluster heals as its partition_handling says. A process node: every packet it sends vanishes but those
         from its AMQP port (and epmd), by iptables on a ``group`` of its own (root); a container node: taken
         off the cluster's network, its clients still reach it by its published port."""
+        self.disturbed = True
         return self.runner.partitioned()
 
     def kill_command(self) -> str:
@@ -368,17 +375,23 @@ class Cluster:
         return set(re.findall(r"[\w.-]+@[\w.-]+", out))
 
     def wait_whole(self, timeout: float = 120) -> None:
-        """Start any member that is not running; return once every member runs and takes connections."""
+        """Start any member that is not running; return once every member runs and takes connections, and
+        the cluster sees them all running (asked with rabbitmqctl only after a fault or a start: a node that
+        answers and has had none since is still a member)."""
         deadline = time.monotonic() + timeout
         for node in self.nodes:
             if not node.running():
                 node.start(wait=False)
         for node in self.nodes:
             node.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
+        if not any(node.disturbed for node in self.nodes):
+            return
         while self.members_running() != {node.nodename for node in self.nodes}:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the cluster did not come whole: {self.members_running()}")
             time.sleep(0.5)
+        for node in self.nodes:
+            node.disturbed = False
 
     def node(self, nodename: str) -> Node:
         [found] = [node for node in self.nodes if node.nodename == nodename]

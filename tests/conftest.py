@@ -76,6 +76,7 @@ def pytest_collection_finish(session) -> None:
     fixtures then wait for them to be ready; a pytest-xdist worker, which does not know yet which tests
     it will run, leaves those to the fixtures)."""
     global SESSION_BROKER, BROKER_TESTS
+    _check_groups(session)
     items = [item for item in session.items if _needs_broker(item)]
     if not items:
         return
@@ -94,6 +95,17 @@ def pytest_collection_finish(session) -> None:
         _early["cluster_nodes"] = _start_cluster()
     if SESSION_BROKER:
         SESSION_BROKER.wait_ready(timeout=180)
+
+
+def _check_groups(session) -> None:
+    """In a pytest-xdist worker with --dist loadgroup: each test of a group has the group in its id, as xdist
+    marks it (pytest 9.2 took that away: the groups' tests went to every worker, each starting its own copy
+    of their nodes)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and session.config.getvalue("loadgroup"):
+        grouped = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group")]
+        if any("@" not in nodeid for nodeid in grouped):
+            raise pytest.UsageError(f"error: pytest {pytest.__version__} with this pytest-xdist ignores the tests' "
+                                    "xdist groups (pytest-xdist#1386): install requirements-dev.txt (pytest<9.2)")
 
 
 def script_env(url: str | None = URL) -> dict[str, str]:

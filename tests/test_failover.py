@@ -221,18 +221,25 @@ def partition_handling(cluster: Cluster, mode: str, net_ticktime: int = 10) -> I
     """For the block: the cluster's partition handling ``mode`` (up to 4.2; from 4.3 there is none to set), and a
     net tick of ``net_ticktime`` s, so that a partition is seen in seconds rather than in a minute (RabbitMQ's
     default net tick is 60 s)."""
-    def on_all(expression: str) -> None:
-        for node in cluster.nodes:
-            node.ctl("eval", expression)
+    nodes = "[" + ", ".join(f"'{node.nodename}'" for node in cluster.nodes) + "]"
+
+    def on_all(mode: str, ticktime: int) -> None:
+        """One rabbitmqctl, which sets it on every node; one per node where some node did not answer."""
+        def on(where: str) -> str:
+            setting = (f"rpc:multicall({where}, application, set_env, [rabbit, cluster_partition_handling, {mode}]), "
+                       if handled else "")
+            return f"{setting}rpc:multicall({where}, net_kernel, set_net_ticktime, [{ticktime}, 1])."
+
+        if not "".join(cluster.nodes[0].ctl("eval", on(nodes)).split()).endswith(",[]}"):  # {Results, BadNodes}
+            for node in cluster.nodes:
+                node.ctl("eval", on(f"['{node.nodename}']"))
 
     handled = broker_version(cluster.urls[0]) < NO_PARTITION_HANDLING
-    setting = f"application:set_env(rabbit, cluster_partition_handling, {mode}), " if handled else ""
-    on_all(f"{setting}net_kernel:set_net_ticktime({net_ticktime}, 1).")
+    on_all(mode, net_ticktime)
     try:
         yield
     finally:
-        setting = "application:set_env(rabbit, cluster_partition_handling, ignore), " if handled else ""
-        on_all(f"{setting}net_kernel:set_net_ticktime(60, 1).")
+        on_all("ignore", 60)
 
 
 @contextlib.contextmanager
