@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness import containers, reaper
+from harness import containers, erl, reaper
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 TAG = f"workqueue-{os.getpid()}"  # the comment on the iptables rules this process adds
@@ -98,9 +98,9 @@ class ProcessRunner:
         self.dir = folder
         self.port = port
         self.nodename = nodename
-        if cookie:
-            (self.dir / ".erlang.cookie").write_text(cookie)
-            (self.dir / ".erlang.cookie").chmod(0o400)
+        self.cookie = cookie or uuid.uuid4().hex  # known, for erl_call (harness.erl)
+        (self.dir / ".erlang.cookie").write_text(self.cookie)
+        (self.dir / ".erlang.cookie").chmod(0o400)
         self.env = dict(
             os.environ,
             HOME=str(self.dir),
@@ -127,6 +127,10 @@ class ProcessRunner:
         self.watched = reaper.watch("group", self.proc.pid)  # killed even if this process is (see harness.reaper)
 
     def ctl(self, *args: str) -> str:
+        """rabbitmqctl ARGS: through erl_call where harness.erl knows the command, else rabbitmqctl itself."""
+        out = erl.local(self.nodename, self.cookie, args)
+        if out is not None:
+            return out
         return subprocess.run([str(RABBIT_BIN / "rabbitmqctl"), "-n", self.nodename, *args], capture_output=True,
                               text=True, env=self.env, check=True, timeout=120).stdout
 

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness import reaper
+from harness import erl, reaper
 
 OFFICIAL_IMAGE = "rabbitmq:4.3-management"
 LOOK_ALIKE = "workqueues-local/rabbitmq:4.3-management"  # docker/images.sh builds it where no registry answers
@@ -175,6 +175,11 @@ class ContainerRunner:
         return out.split()[:1] == ["true"]
 
     def ctl(self, *args: str) -> str:
+        """rabbitmqctl ARGS in the container: through erl_call there where harness.erl knows the command."""
+        out = erl.in_container(["docker", "exec", "-i", "-u", "rabbitmq", self.name], f"rabbit@{self.host}",
+                               self.cookie, args)
+        if out is not None:
+            return out
         return subprocess.run(["docker", "exec", "-u", "rabbitmq", "-e", "HOME=/var/lib/rabbitmq", self.name,
                                "rabbitmqctl", *args], capture_output=True, text=True, check=True, timeout=120).stdout
 

@@ -251,21 +251,21 @@ def test_listing_a_queue_with_no_failures_and_errors_are_one_line(queue):
 @pytest.mark.timeout(180)
 def test_a_requeue_sigkilled_midway_loses_nothing(queue):
     retry, failed = ours(queue)
-    total = 2000
+    total = 600
     bodies = [f"f{i}" for i in range(total)]
     send(failed, bodies)  # as a worker would have set them aside (durable, classic, persistent, confirmed)
     proc = subprocess.Popen([sys.executable, "-m", "workqueue.failed", "--queue", queue, "--requeue"], cwd=ROOT,
                             env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout
     for n, _ in enumerate(proc.stdout, 1):
-        if n == 300:
+        if n == 150:
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(30)
     until(lambda: count(queue) + ready_count(failed) >= total, 60, "the unacked task back in .failed")
     back, left = drain(queue), drain(failed)
     assert {body.decode() for body, _, _ in back} | {body.decode() for body, _, _ in left} == set(bodies)
-    assert 300 <= len(back) < total
+    assert 150 <= len(back) < total
     assert len(back) + len(left) - total <= 1  # at most the one sent back and not yet acked
     assert all(properties.headers is None for _, properties, _ in back)
 
