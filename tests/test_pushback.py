@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from test_failing import count, flaky
 
 from conftest import (
     ROOT,
@@ -42,6 +43,7 @@ from conftest import (
 )
 from harness import queues
 from harness.children import Child
+from workqueue import attempts
 
 CONSUMER_TIMEOUT_MS = 1000
 TICK_MS = 250  # the channels' tick: how often a channel looks at its consumers' timeouts
@@ -372,3 +374,41 @@ def test_consumer_timeout_sigterm_after_it_exits_0_and_loses_no_task(timeout_nod
     left = drain(q, timeout_node.url)
     assert [body for body, _, _ in left] == [LONG_TASK.encode(), b"behind"]  # both, once, in order
     assert left[0][2]  # redelivered
+    if broker_version(timeout_node.url) >= (4, 3):
+        # A task taken back for the consumer timeout counts no failed delivery on 4.3, and the worker sent no ack
+        # once its consumer was cancelled: such an ack brings the consumer back, the broker hands it the task
+        # again on a channel about to close, and that close counts toward the delivery limit past which the
+        # broker drops the task. (With that ack, 4.3.6 also let the next run outlast its timeout now and then,
+        # 4 runs in about 240 here, and that run's ack counted.)
+        assert (left[0][1].headers or {}).get("x-delivery-count", 0) == 0, left[0][1].headers
+
+
+def test_consumer_timeout_a_task_that_fails_after_it_is_taken_back_is_stored_nowhere_and_comes_back(
+        timeout_node, queue, workers: Workers):
+    # A task that raises once the broker has taken it back (up to 4.2 its channel closed, from 4.3 its consumer
+    # cancelled): the original is in the queue again, so the worker stores no copy for a retry (that would make
+    # two of it) and acks nothing; it says so in one line, and the broker delivers the task again.
+    q = queue(timeout_node)
+    kind = ("--queue", q, "--queue-type", "quorum")
+    body = "fail" + "." * 6  # three seconds of work, then it raises
+    w = flaky(workers, *kind, "--seconds-per-dot", SECONDS_PER_DOT, url=timeout_node.url)
+    try:
+        wait_until(lambda: consumers(q, timeout_node) == 1, 10, "the worker's consumer")
+        assert run_new_task(*kind, body, url=timeout_node.url).returncode == 0
+        w.wait_for("after the broker had taken it back", timeout=30, errors=True)
+        w.wait_for(f" [x] Received b'{body}'", count=2, timeout=30)  # delivered again
+        w.signal(signal.SIGTERM)
+        assert w.wait(30) == 0
+        assert "Traceback" not in "\n".join(w.errors)
+        taken_back = [line for line in w.errors if "after the broker had taken it back" in line]
+        assert taken_back == [f"warning: the task b'{body}' failed (ValueError: cannot do {body!r}) after the broker "
+                              "had taken it back; the broker delivers it again"] * len(taken_back)
+        for line in w.errors:
+            if line not in taken_back:
+                assert_timeout_warning(line, q, timeout_node)
+        assert [got for got, _, _ in drain(q, timeout_node.url)] == [body.encode()]  # once
+        assert count(q + attempts.RETRY, timeout_node.url) == 0
+        assert count(q + attempts.FAILED, timeout_node.url) == 0
+    finally:
+        for name in (q + attempts.RETRY, q + attempts.FAILED):
+            delete_queue(name, timeout_node.url)

@@ -199,6 +199,13 @@ def lost_error(returns: int) -> str:
             "lost its connection, during the task)")
 
 
+def taken_back_line(body: bytes, error: str) -> str:
+    """A task that failed after the broker had taken it back (its channel closed, or its consumer cancelled:
+    the consumer timeout): nothing is stored, the broker delivers it again."""
+    return (f"warning: the task {shown(body)} failed ({error}) after the broker had taken it back; "
+            "the broker delivers it again")
+
+
 def acked_line(body: bytes, error: str) -> str:
     return (f"warning: the task {shown(body)} failed ({error}) after it was acknowledged or handed back; "
             "it is not tried again")

@@ -10,7 +10,8 @@ When a node goes away the worker says so, reconnects to the next node that answe
 in what order, and how long it waits between rounds), declares again and goes on. A node that falls
 silent (frozen, or cut off by a firewall) is gone as surely as one that resets: idle or in a task, the
 worker checks the bytes from the broker against its heartbeat timeout (``nodes.Silence``). A task's ack whose
-channel has closed is dropped: the broker has put that task back in the queue already.
+channel has closed, or whose consumer the broker has cancelled (RabbitMQ 4.3's consumer timeout), is dropped:
+the broker has put that task back in the queue already.
 
 Signals: Ctrl+C (SIGINT) stops at once and leaves the running task unacked, so the broker gives it to
 another worker. SIGTERM (``docker stop``) stops taking tasks, lets the running one finish and be
@@ -94,14 +95,30 @@ class Handover:
 
 class TaskChannel:
     """What a task receives as ``ch``: the channel methods a task may call, with pika handed over to it.
-    If the channel the message came on has closed meanwhile, the call is dropped: the broker has already
-    put that message back in the queue."""
+    If the channel the message came on has closed meanwhile, or the broker has cancelled its consumer, the
+    call is dropped: the broker has already put that message back in the queue. (RabbitMQ 4.3 cancels the
+    consumer of a task held past ``consumer_timeout``, and an ack sent after that would bring the consumer
+    back: the broker would hand the task straight back to this channel, which is about to close, and count
+    that as a failed delivery.)"""
 
     def __init__(self, worker: Worker, channel: BlockingChannel) -> None:
         self._worker = worker
         self._channel = channel
         self.delivery_tag = 0  # of the task running now
         self.settled = False  # the task running now was acked or handed back by the task itself
+        self.cancelled = False  # the broker cancelled this channel's consumer (seen by whichever thread reads)
+        # pika's own channel calls this as the frame is read, the keeper's reads during a task included (the
+        # blocking channel's callback would wait until the task returns).
+        channel._impl.add_on_cancel_callback(self._on_cancel)
+
+    def _on_cancel(self, frame: Any) -> None:
+        self.cancelled = True
+
+    @property
+    def taken_back(self) -> bool:
+        """Whether the broker has put the running task back: its channel has closed, or its consumer was
+        cancelled."""
+        return self.cancelled or not self._channel.is_open
 
     @property
     def is_open(self) -> bool:
@@ -125,7 +142,7 @@ class TaskChannel:
 
     def _call(self, method: Callable[..., None], *args: Any) -> None:
         with self._worker.pika:
-            if self._channel.is_open:
+            if not self.taken_back:
                 try:
                     method(*args)
                 except (px.AMQPConnectionError, px.AMQPChannelError) as exc:
@@ -224,7 +241,7 @@ class Worker:
             if self.lost:
                 raise self.lost
             if failure is not None:
-                self._failed(ch, method, properties, body, failure, task_channel.settled, aside)
+                self._failed(ch, method, properties, body, failure, task_channel, aside)
             if self.stopping:
                 ch.stop_consuming()  # pending deliveries go back to the queue
 
@@ -268,11 +285,14 @@ class Worker:
                 "consumer_timeout in rabbitmq.conf); taking tasks again")
 
     def _failed(self, ch: BlockingChannel, method: Any, properties: Any, body: bytes, exc: Exception,
-                settled: bool, aside: setaside.SetAside) -> None:
+                task: TaskChannel, aside: setaside.SetAside) -> None:
         """A task raised: a copy stored in ``<queue>.retry`` or ``<queue>.failed``, then the original acked."""
         error = attempts.describe(exc)
-        if settled:  # the task had acked (or handed back) its message itself: nothing left to decide
+        if task.settled:  # the task had acked (or handed back) its message itself: nothing left to decide
             warn(attempts.acked_line(body, error))
+            return
+        if task.taken_back:  # the original is back in the queue already: a copy would make it two
+            warn(attempts.taken_back_line(body, error))
             return
         attempt = attempts.made(properties.headers) + 1
         if attempts.last_attempt(self.policy, attempt):
