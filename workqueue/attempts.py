@@ -201,9 +201,9 @@ def lost_error(returns: int) -> str:
 
 def taken_back_line(body: bytes, error: str) -> str:
     """A task that failed after the broker had taken it back (its channel closed, or its consumer cancelled:
-    the consumer timeout): nothing is stored, the broker delivers it again."""
-    return (f"warning: the task {shown(body)} failed ({error}) after the broker had taken it back; "
-            "the broker delivers it again")
+    the consumer timeout, a deleted queue): no copy is stored."""
+    return (f"warning: the task {shown(body)} failed ({error}) after the broker had taken it back (a "
+            "consumer_timeout, or a deleted queue); no copy stored")
 
 
 def acked_line(body: bytes, error: str) -> str:

@@ -44,6 +44,7 @@ from workqueue.report import Failure, warn
 Callback = Callable[[Any, Any, Any, bytes], None]  # (ch, method, properties, body), as in the tutorial
 
 TICK = 0.5  # seconds; how often an idle worker looks for a SIGTERM
+LONG_TASK = 0.5  # seconds; a task longer than this reads the broker's news before its ack (see TaskChannel)
 
 
 class Handover:
@@ -96,15 +97,17 @@ class Handover:
 class TaskChannel:
     """What a task receives as ``ch``: the channel methods a task may call, with pika handed over to it.
     If the channel the message came on has closed meanwhile, or the broker has cancelled its consumer, the
-    call is dropped: the broker has already put that message back in the queue. (RabbitMQ 4.3 cancels the
-    consumer of a task held past ``consumer_timeout``, and an ack sent after that would bring the consumer
-    back: the broker would hand the task straight back to this channel, which is about to close, and count
-    that as a failed delivery.)"""
+    call is dropped: the broker has taken that message back already (into the queue, unless the queue was
+    deleted). RabbitMQ 4.3 cancels the consumer of a task held past ``consumer_timeout``, and an ack sent
+    after that would bring the consumer back: the broker would hand the task straight back to this channel,
+    which is about to close, and count that as a failed delivery. A task that has run for a while first reads
+    what the broker has sent meanwhile, so that a cancel is seen before its ack goes out."""
 
     def __init__(self, worker: Worker, channel: BlockingChannel) -> None:
         self._worker = worker
         self._channel = channel
         self.delivery_tag = 0  # of the task running now
+        self.started = 0.0  # when it started (time.monotonic())
         self.settled = False  # the task running now was acked or handed back by the task itself
         self.cancelled = False  # the broker cancelled this channel's consumer (seen by whichever thread reads)
         # pika's own channel calls this as the frame is read, the keeper's reads during a task included (the
@@ -125,12 +128,12 @@ class TaskChannel:
         return bool(self._channel.is_open)
 
     def basic_ack(self, delivery_tag: int = 0, multiple: bool = False) -> None:
-        self._settle(delivery_tag, multiple)
-        self._call(self._channel.basic_ack, delivery_tag, multiple)
+        if self._call(self._channel.basic_ack, delivery_tag, multiple):
+            self._settle(delivery_tag, multiple)
 
     def basic_nack(self, delivery_tag: int = 0, multiple: bool = False, requeue: bool = True) -> None:
-        self._settle(delivery_tag, multiple)
-        self._call(self._channel.basic_nack, delivery_tag, multiple, requeue)
+        if self._call(self._channel.basic_nack, delivery_tag, multiple, requeue):
+            self._settle(delivery_tag, multiple)
 
     def basic_reject(self, delivery_tag: int = 0, requeue: bool = True) -> None:
         # a nack: RabbitMQ 4.3 counts a rejected delivery toward a quorum queue's delivery limit, not a nacked one
@@ -140,13 +143,19 @@ class TaskChannel:
         if delivery_tag == self.delivery_tag or multiple or not delivery_tag:
             self.settled = True
 
-    def _call(self, method: Callable[..., None], *args: Any) -> None:
+    def _call(self, method: Callable[..., None], *args: Any) -> bool:
+        """Whether the call went out."""
         with self._worker.pika:
-            if not self.taken_back:
-                try:
-                    method(*args)
-                except (px.AMQPConnectionError, px.AMQPChannelError) as exc:
-                    self._worker.lost = exc  # the main thread raises it once the task returns
+            try:
+                if time.monotonic() - self.started > LONG_TASK:  # a cancel may have come since the keeper's last read
+                    self._channel.connection.process_data_events(time_limit=0)  # (deliveries wait: nested dispatch)
+                if self.taken_back:
+                    return False
+                method(*args)
+                return True
+            except (px.AMQPConnectionError, px.AMQPChannelError) as exc:
+                self._worker.lost = exc  # the main thread raises it once the task returns
+                return False
 
 
 def consume(urls: list[str], declare: Callable[[Any], None], queue_name: str, callback: Callback,
@@ -218,6 +227,8 @@ class Worker:
 
         def on_message(ch: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
             """On the main thread, inside pika: pika is lent out while the task runs."""
+            if task_channel.taken_back:  # came before the broker cancelled the consumer; the channel closes next
+                return
             if self.stopping:  # SIGTERM came: the broker gives this one to another worker
                 ch.basic_nack(method.delivery_tag, requeue=True)  # (a reject would count as a failed delivery)
                 return
@@ -229,6 +240,7 @@ class Worker:
                 warn(attempts.lost_line(body, returns, made, self.queue))
                 return
             task_channel.delivery_tag, task_channel.settled = method.delivery_tag, False
+            task_channel.started = time.monotonic()
             failure: Exception | None = None
             with self.pika.lent():
                 try:

@@ -148,5 +148,5 @@ def test_a_task_that_acked_its_message_and_then_raised_is_not_tried_again():
 
 def test_a_task_that_failed_after_the_broker_took_it_back_is_left_to_the_broker():
     assert attempts.taken_back_line(b"long....", "ValueError: bad input") == (
-        "warning: the task b'long....' failed (ValueError: bad input) after the broker had taken it back; "
-        "the broker delivers it again")
+        "warning: the task b'long....' failed (ValueError: bad input) after the broker had taken it back (a "
+        "consumer_timeout, or a deleted queue); no copy stored")
