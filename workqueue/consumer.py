@@ -274,7 +274,11 @@ class Worker:
         tick()
         with self.pika.held():
             self.connection = connection
-            channel.start_consuming()  # returns once every consumer is cancelled
+            try:
+                channel.start_consuming()  # returns once every consumer is cancelled
+            except KeyError:  # pika 1.x: a second basic.cancel for the consumer, which it has already forgotten
+                if not task_channel.cancelled:  # (RabbitMQ 4.3 sends one per batch of tasks it takes back)
+                    raise
         if not self.stopping:
             why = self._cancelled(channel)
             self._close(channel)
