@@ -350,6 +350,17 @@ class Ack(Lesson):
                   "walkthrough", "Ack が返ってこない場合メッセージをリキューする。")
 
 
+@contextmanager
+def restarting() -> Iterator[None]:
+    """A lesson's own broker stopped or killed, and started again, within: one error: line if it does not come
+    back (its folder, logs and all, goes when the lesson ends)."""
+    try:
+        yield
+    except (subprocess.SubprocessError, RuntimeError, OSError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise cli.Failure(f"the lesson's broker did not start again ({why}): run the lesson again") from None
+
+
 class Durable(Lesson):
     """The broker restarted: a durable queue keeps its persistent messages; its transient messages, and a
     queue that is not durable, are gone."""
@@ -383,9 +394,10 @@ class Durable(Lesson):
             out(f"  {queue}: {count} ready")
         self.step("The broker restarts (RabbitMQ stopped and started again on its node).")
         out("  $ rabbitmqctl stop_app && rabbitmqctl start_app")
-        self.node.ctl("stop_app")
-        self.node.ctl("start_app")
-        self.node.wait_ready()
+        with restarting():
+            self.node.ctl("stop_app")
+            self.node.ctl("start_app")
+            self.node.wait_ready()
         self.step("After:")
         kept: list[str] = []
         if self.ready("task_queue") is not None:
@@ -426,8 +438,9 @@ class Confirms(Lesson):
         """SIGKILL the broker, start it again; the messages its task_queue holds after."""
         assert self.node
         out(f"  $ {self.node.kill_command()}   (the broker crashes), then it starts again")
-        self.node.kill()
-        self.node.start()
+        with restarting():
+            self.node.kill()
+            self.node.start()
         return self.ready("task_queue")
 
     def fresh_queue(self) -> None:

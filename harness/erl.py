@@ -38,7 +38,12 @@ def code(args: Sequence[str]) -> str | None:
         expression = rest[0].strip().removesuffix(".")
         return f'io:format("~p~n", [begin {expression} end]), ok.'
     if command == "stop_app" and not rest:
-        return "ok = rabbit:stop(), ok."
+        # Not before the node's boot has returned (its marker, the process rabbit_boot, gone): stopped between
+        # "Server startup complete" and that, the boot finds no reason for the stop, fails, and the Erlang VM
+        # exits (seen on 4.3.6 when stop_app came at once after the node took connections; rabbitmqctl
+        # stop_app does the same). Waits up to 60 s.
+        return ("Booted = fun Booted(0) -> ok; Booted(N) -> case whereis(rabbit_boot) of undefined -> ok; "
+                "_ -> timer:sleep(50), Booted(N - 1) end end, Booted(1200), ok = rabbit:stop(), ok.")
     if command == "start_app" and not rest:
         # rabbit:start() a moment after rabbit:stop() may find the last boot's marker still there and return ok
         # at once, starting nothing (seen on 3.10): asked again until the node runs, for up to 10 s.

@@ -45,3 +45,9 @@ def test_the_answer_is_what_the_code_printed_and_an_error_term_is_raised():
     assert erl.printed("q\t1\t0\n{ok, ok}", "x") == "q\t1\t0\n"
     with pytest.raises(RuntimeError, match="badmatch"):
         erl.printed("{error, \"*** eval: {'EXIT',{{badmatch,not_running}}}\"}", "rabbitmqctl start_app")
+
+
+def test_stop_app_waits_for_the_nodes_boot_to_return():
+    # Stopped before rabbit:boot() returned, the boot fails and the Erlang VM exits (RabbitMQ 4.3.6).
+    stop = erl.code(["stop_app"]) or ""
+    assert stop.index("whereis(rabbit_boot)") < stop.index("rabbit:stop()")
