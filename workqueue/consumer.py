@@ -143,12 +143,17 @@ class TaskChannel:
         if delivery_tag == self.delivery_tag or multiple or not delivery_tag:
             self.settled = True
 
+    def catch_up(self) -> None:
+        """For a task that has run a while, with pika held: read what the broker has sent since the keeper's
+        last read (a cancel may have come). Deliveries wait: pika does not dispatch them within a callback."""
+        if time.monotonic() - self.started > LONG_TASK:
+            self._channel.connection.process_data_events(time_limit=0)
+
     def _call(self, method: Callable[..., None], *args: Any) -> bool:
         """Whether the call went out."""
         with self._worker.pika:
             try:
-                if time.monotonic() - self.started > LONG_TASK:  # a cancel may have come since the keeper's last read
-                    self._channel.connection.process_data_events(time_limit=0)  # (deliveries wait: nested dispatch)
+                self.catch_up()
                 if self.taken_back:
                     return False
                 method(*args)
@@ -307,6 +312,7 @@ class Worker:
         if task.settled:  # the task had acked (or handed back) its message itself: nothing left to decide
             warn(attempts.acked_line(body, error))
             return
+        task.catch_up()
         if task.taken_back:  # the original is back in the queue already: a copy would make it two
             warn(attempts.taken_back_line(body, error))
             return
