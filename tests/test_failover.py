@@ -233,6 +233,14 @@ def partition_handling(cluster: Cluster, mode: str, net_ticktime: int = 10) -> I
         if not "".join(cluster.nodes[0].ctl("eval", on(nodes)).split()).endswith(",[]}"):  # {Results, BadNodes}
             for node in cluster.nodes:
                 node.ctl("eval", on(f"['{node.nodename}']"))
+        # Until the change is over on every node: meanwhile net_kernel answers {ongoing_change_to, T}, and
+        # RabbitMQ up to 4.2 fails to open any channel (its channel operation timeout adds 10 s to that:
+        # badarith, the client's connection reset), a flake of the next test's set-up once.
+        deadline = time.monotonic() + 60
+        for node in cluster.nodes:
+            while (now := node.ctl("eval", "net_kernel:get_net_ticktime().").strip()) != str(ticktime):
+                assert time.monotonic() < deadline, f"{node.nodename}: net tick {now}, not {ticktime}"
+                time.sleep(0.1)
 
     handled = broker_version(cluster.urls[0]) < NO_PARTITION_HANDLING
     on_all(mode, net_ticktime)
