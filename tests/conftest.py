@@ -18,8 +18,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pika
 import pytest
@@ -106,6 +107,21 @@ def _check_groups(session) -> None:
         if any("@" not in nodeid for nodeid in grouped):
             raise pytest.UsageError(f"error: pytest {pytest.__version__} with this pytest-xdist ignores the tests' "
                                     "xdist groups (pytest-xdist#1386): install requirements-dev.txt (pytest<9.2)")
+
+
+T = TypeVar("T")
+
+
+def wait_until(found: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Until ``found()`` gives something true, asked every ``interval`` s: what it gave; AssertionError naming
+    ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = found()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"waited {timeout:g} s for {what}"
+        time.sleep(interval)
 
 
 def script_env(url: str | None = URL) -> dict[str, str]:

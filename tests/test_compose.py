@@ -11,7 +11,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -19,11 +18,12 @@ from datetime import datetime
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, wait_until
 from harness import erl, reaper
 
 COMPOSE = ROOT / "docker-compose.yml"
 pytestmark = [pytest.mark.needs("compose"), pytest.mark.timeout(600)]  # images built, containers started
+POLL = 1.0  # seconds between two looks at the project: each is a docker command
 
 
 PORT_VARIABLES = ("RABBITMQ_PORT", "RABBITMQ_UI_PORT", "RABBIT1_PORT", "RABBIT2_PORT", "RABBIT3_PORT",
@@ -346,17 +346,6 @@ class Project:
         return found
 
 
-def wait_until(what: str, condition, timeout: float, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout:g} s for {what}")
-        time.sleep(interval)
-
-
 def done(lines: list[tuple[datetime, str]]) -> list[str]:
     """The bodies of the tasks a worker reported Done, in order."""
     bodies, current = [], None
@@ -392,9 +381,9 @@ def project() -> Iterator[Project]:
 @pytest.mark.xdist_group("test_compose-demo")  # a project of its own, beside the cluster's (in another worker)
 def test_demo_profile_up_runs_the_walkthroughs_experiment_in_containers(project):
     project.up("demo")
-    wait_until("the producer's loop", lambda: project.states().get("producer") == "exited", 180)
+    wait_until(lambda: project.states().get("producer") == "exited", 180, "the producer's loop", POLL)
     workers = ("worker-2sec", "worker-5sec")
-    wait_until("ten tasks done", lambda: sum(len(done(project.logs(w))) for w in workers) >= 10, 120)
+    wait_until(lambda: sum(len(done(project.logs(w))) for w in workers) >= 10, 120, "ten tasks done", POLL)
     fast, slow = (project.logs(w) for w in workers)
     producer = project.logs("producer")
     assert [line for _, line in producer] == [f" [x] Sent '{i}'" for i in TEN], producer
@@ -424,15 +413,15 @@ def through_a_node_failure(project: Project, how: str, before: dict[str, int]) -
     def new_done() -> list[str]:
         return [body for w in CLUSTER_WORKERS for body in done(project.logs(w))[before[w]:]]
 
-    wait_until("two tasks done", lambda: len(new_done()) >= 2, 180, interval=0.5)
+    wait_until(lambda: len(new_done()) >= 2, 180, "two tasks done", interval=0.5)
     project.run(how, "rabbit1")
     assert project.states()["rabbit1"] == "exited"
-    wait_until(f"all ten tasks done after `{how} rabbit1`", lambda: set(new_done()) >= set(TEN), 180)
+    wait_until(lambda: set(new_done()) >= set(TEN), 180, f"all ten tasks done after `{how} rabbit1`", POLL)
     assert set(new_done()) == set(TEN) and len(new_done()) <= 12, new_done()
     states = project.states()
     assert all(states[w] == "running" for w in CLUSTER_WORKERS), states
     # 150 s: RabbitMQ 4.3 holds a dead node's consumer's unacked task for consumer_disconnected_timeout (60 s).
-    wait_until("an empty task_queue", lambda: queue_empty(project, "rabbit2"), 150, interval=0.5)
+    wait_until(lambda: queue_empty(project, "rabbit2"), 150, "an empty task_queue", interval=0.5)
 
 
 def test_cluster_profile_up_forms_one_cluster_and_a_stopped_node_loses_no_task(project):
@@ -440,7 +429,7 @@ def test_cluster_profile_up_forms_one_cluster_and_a_stopped_node_loses_no_task(p
     running = project.ctl("rabbit2", "eval", "rabbit_nodes:list_running().")
     assert set(re.findall(r"rabbit@rabbit\d", running)) == {"rabbit@rabbit1", "rabbit@rabbit2", "rabbit@rabbit3"}
     through_a_node_failure(project, "stop", {w: 0 for w in CLUSTER_WORKERS})
-    wait_until("the producer's loop", lambda: project.states().get("cluster-producer") == "exited", 60)
+    wait_until(lambda: project.states().get("cluster-producer") == "exited", 60, "the producer's loop", POLL)
     assert [line for _, line in project.logs("cluster-producer")] == [f" [x] Sent '{i}'" for i in TEN]
 
 
@@ -448,12 +437,13 @@ def test_cluster_profile_a_killed_node_loses_no_task(project):
     if project.states().get("rabbit1") is None:
         project.up("cluster")
     project.run("start", "rabbit1")
-    wait_until("rabbit1 back in the cluster", lambda: len(set(re.findall(
-        r"rabbit@rabbit\d", project.ctl("rabbit2", "eval", "rabbit_nodes:list_running().")))) == 3, 120, interval=0.5)
+    running = re.compile(r"rabbit@rabbit\d")
+    wait_until(lambda: len(set(running.findall(project.ctl("rabbit2", "eval", "rabbit_nodes:list_running().")))) == 3,
+               120, "rabbit1 back in the cluster", interval=0.5)
     # The workers connect to rabbit1 again (the first URL): its SIGKILL then cuts their connections.
     project.run("restart", *CLUSTER_WORKERS)
-    wait_until("both workers consuming", lambda: "task_queue\t2" in project.ctl(
-        "rabbit2", "list_queues", "name", "consumers").splitlines(), 60)
+    wait_until(lambda: "task_queue\t2" in project.ctl("rabbit2", "list_queues", "name", "consumers").splitlines(), 60,
+               "both workers consuming", POLL)
     before = {w: len(done(project.logs(w))) for w in CLUSTER_WORKERS}
     producer = subprocess.Popen(["docker", "compose", "-f", str(COMPOSE), "-p", project.name, "--profile", "cluster",
                                  "run", "--rm", "-T", "cluster-producer"], cwd=ROOT, env=project.env, text=True,

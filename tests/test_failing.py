@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
 
 import pika
 import pytest
@@ -31,10 +30,10 @@ from conftest import (
     run_new_task,
     script_env,
     wait_counts,
+    wait_until,
 )
 from workqueue import attempts
 
-T = TypeVar("T")
 WORKERS = ROOT / "tests" / "workers"
 TYPES = pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 
@@ -56,17 +55,6 @@ def flaky(workers: Workers, *args: str, url: str = URL) -> Flaky:
     workers.append(w)
     w.wait_for("Waiting for messages")
     return w
-
-
-def until(found: Callable[[], T], timeout: float, what: str) -> T:
-    """Until ``found()`` gives something true; AssertionError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = found()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"waited {timeout:g} s for {what}"
-        time.sleep(0.1)
 
 
 def count(name: str, url: str = URL) -> int:
@@ -124,12 +112,12 @@ def test_three_workers_go_on_the_failing_task_is_tried_n_times_then_set_aside(qu
     good = [f"task{i}" for i in range(60)]
     send(queue, good[:30] + ["fail-me"] + good[30:], *quorum(queue_type))
     retry, failed = ours(queue)
-    until(lambda: count(failed) == 1, 120, f"the task in {failed}")
+    wait_until(lambda: count(failed) == 1, 120, f"the task in {failed}")
     done = workers.until_done(good)
     assert sorted(done) == sorted(good)  # every other task done, once
     assert all(w.proc.poll() is None for w in three)  # all three still running
     assert sum(w.received("fail-me") for w in three) == 3  # tried exactly --attempts times
-    until(lambda: sum(len(w.errors) for w in three) >= 3, 30, "the third warning")  # written after the ack
+    wait_until(lambda: sum(len(w.errors) for w in three) >= 3, 30, "the third warning")  # written after the ack
     lines = sorted(line for w in three for line in w.errors)
     shown = "warning: the task b'fail-me' failed (ValueError: cannot do 'fail-me'); "
     assert lines == [shown + "attempt 1 of 3, tried again in 0.5 s", shown + "attempt 2 of 3, tried again in 0.5 s",
@@ -187,7 +175,7 @@ def test_a_task_that_ends_its_workers_process_is_set_aside_after_n_deliveries_on
     assert sorted(done) == sorted(good)
     assert sum(w.received("die-now") for w in started) == 3  # three deliveries ran; the fourth was set aside
     assert sum(w.proc.poll() == 1 for w in started) == 3  # one process ended per delivery
-    until(lambda: any(w.errors for w in started), 30, "the warning")  # written after the ack
+    wait_until(lambda: any(w.errors for w in started), 30, "the warning")  # written after the ack
     [line] = [line for w in started for line in w.errors]
     assert line == (f"warning: the task b'die-now' was delivered 3 times without an ack (its worker's process ended, "
                     f"or lost its connection, during the task); set aside in {failed!r} after 3 attempts, before it "
@@ -223,12 +211,12 @@ def test_list_then_requeue_round_trip(queue, workers, queue_type):
             assert re.fullmatch(re.escape(f"b'{body}' (1 attempt; failed at ") + r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
                                 + re.escape(f": ValueError: cannot do '{body}')"), line), line
         assert lines[3].startswith(f"3 failed tasks in {failed!r}; `python -m workqueue.failed --queue {queue}")
-        until(lambda: count(failed) == 3, 30, f"the three tasks ready in {failed} again")
+        wait_until(lambda: count(failed) == 3, 30, f"the three tasks ready in {failed} again")
     requeued = failed_command("--queue", queue, *quorum(queue_type), "--requeue")
     assert (requeued.returncode, requeued.stderr) == (0, "")
     assert requeued.stdout.splitlines() == [*(f" [x] Sent back b'{b}'" for b in bodies),
                                             f"3 tasks sent back to {queue!r}"]
-    until(lambda: (count(failed), count(queue)) == (0, 3), 30, f"three tasks in {queue}, none in {failed}")
+    wait_until(lambda: (count(failed), count(queue)) == (0, 3), 30, f"three tasks in {queue}, none in {failed}")
     again = [flaky(workers, "--queue", queue, *quorum(queue_type), "--attempts", "2", "--retry-delay", "0.2")]
     again[0].wait_for("set aside", count=3, errors=True, timeout=60)  # attempts counted from 0 again
     assert count(failed) == 3
@@ -262,7 +250,7 @@ def test_a_requeue_sigkilled_midway_loses_nothing(queue):
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(30)
-    until(lambda: count(queue) + ready_count(failed) >= total, 60, "the unacked task back in .failed")
+    wait_until(lambda: count(queue) + ready_count(failed) >= total, 60, "the unacked task back in .failed")
     back, left = drain(queue), drain(failed)
     assert {body.decode() for body, _, _ in back} | {body.decode() for body, _, _ in left} == set(bodies)
     assert 150 <= len(back) < total
@@ -308,7 +296,7 @@ def test_cluster_the_workers_node_killed_while_a_task_waits_for_its_retry_nothin
     assert w.proc.poll() is None
     assert w.received("fail-me") >= 2
     for name in (cluster_q, retry):
-        assert until(lambda name=name: count(name, live) == 0, 30, f"{name} empty") is True
+        assert wait_until(lambda name=name: count(name, live) == 0, 30, f"{name} empty") is True
     assert {body for body, _, _ in drain(failed, live)} == {b"fail-me"}  # there (twice at worst), not lost
 
 

@@ -34,6 +34,7 @@ from conftest import (
     run_new_task,
     script_env,
     wait_counts,
+    wait_until,
 )
 from harness.faults import dropping_port, silent_port
 from test_cluster import QUORUM, assert_all_done, fill, stored
@@ -236,11 +237,9 @@ def partition_handling(cluster: Cluster, mode: str, net_ticktime: int = 10) -> I
         # Until the change is over on every node: meanwhile net_kernel answers {ongoing_change_to, T}, and
         # RabbitMQ up to 4.2 fails to open any channel (its channel operation timeout adds 10 s to that:
         # badarith, the client's connection reset), a flake of the next test's set-up once.
-        deadline = time.monotonic() + 60
         for node in cluster.nodes:
-            while (now := node.ctl("eval", "net_kernel:get_net_ticktime().").strip()) != str(ticktime):
-                assert time.monotonic() < deadline, f"{node.nodename}: net tick {now}, not {ticktime}"
-                time.sleep(0.1)
+            wait_until(lambda node=node: node.ctl("eval", "net_kernel:get_net_ticktime().").strip() == str(ticktime),
+                       60, f"{node.nodename}'s net tick to be {ticktime} s")
 
     handled = broker_version(cluster.urls[0]) < NO_PARTITION_HANDLING
     on_all(mode, net_ticktime)

@@ -40,6 +40,7 @@ from conftest import (
     run_new_task,
     script_env,
     wait_counts,
+    wait_until,
 )
 from harness import queues
 from harness.children import Child
@@ -97,14 +98,6 @@ def queue(request) -> Iterator[Callable[[PrivateBroker], str]]:
     yield make
     for name, node in made:
         delete_queue(name, node.url)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout} s for {what}")
-        time.sleep(0.05)
 
 
 def consumers(queue_name: str, node: PrivateBroker) -> int:

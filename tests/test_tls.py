@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from conftest import (
     run_new_task,
     script_env,
     wait_counts,
+    wait_until,
 )
 
 SECRET = "s3cret-Pa55"
@@ -168,13 +168,6 @@ def connections(broker: PrivateBroker) -> list[list[str]]:
     return [line.split("\t") for line in out.splitlines() if line.strip()]
 
 
-def wait_until(check, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-
-
 # Both scripts over TLS
 
 
@@ -205,7 +198,8 @@ def test_tls_login_by_certificate_into_a_vhost_only_its_user_may_use(node, certs
         assert workers.until_done(["by certificate."]) == ["by certificate."]
         assert [CERT_USER, "EXTERNAL", "true"] in connections(node.broker)
         wait_until(lambda: rabbitmqctl("list_queues", "-p", "certonly", "-q", "--no-table-headers", "name",
-                                       "messages", node=node.broker).split() == [queue, "0"])
+                                       "messages", node=node.broker).split() == [queue, "0"], 30, "an empty queue",
+                   interval=0.2)
         assert w.errors == []
     finally:
         for started in workers:
